@@ -1,0 +1,178 @@
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Plan is what a reload must do to go from one Config to the next. The supervisor applies
+// it; Diff only describes it.
+type Plan struct {
+	Broker    []Change        // [broker] keys that changed
+	Added     []Service       // in the new file's order
+	Removed   []Service       // in the old file's order
+	Changed   []ServiceChange // in the new file's order
+	Unchanged []string        // names, in the new file's order
+}
+
+// Change is one key whose value changed, rendered for humans.
+type Change struct {
+	Key, Old, New string
+}
+
+// ServiceChange is a service present in both configs with different settings.
+type ServiceChange struct {
+	Name     string
+	Old, New Service
+	Fields   []Change
+	// Restart is true when the serve loop must be replaced (a listener, backend or mode
+	// setting changed); false when the new values can be applied to the running loop.
+	Restart bool
+}
+
+// Empty reports whether the plan changes nothing.
+func (p Plan) Empty() bool {
+	return len(p.Broker) == 0 && len(p.Added) == 0 && len(p.Removed) == 0 && len(p.Changed) == 0
+}
+
+// Equal compares every setting of two services.
+func (s Service) Equal(o Service) bool {
+	return s.Name == o.Name && s.Mode == o.Mode && s.Socket == o.Socket &&
+		s.Version == o.Version && s.BackendEndpoint == o.BackendEndpoint &&
+		s.HandoffEndpoint == o.HandoffEndpoint && s.Verify == o.Verify &&
+		s.MaxConnections == o.MaxConnections && s.IdleTimeout == o.IdleTimeout &&
+		s.StartTimeout == o.StartTimeout
+}
+
+// serviceFields lists every Service setting with whether changing it needs a restart of
+// the loop. Handler-only settings (limits and timeouts) are read per connection or per
+// backend, so the running loop can take them in place.
+var serviceFields = []struct {
+	key     string
+	restart bool
+	get     func(Service) string
+}{
+	{"mode", true, func(s Service) string { return s.Mode }},
+	{"socket", true, func(s Service) string { return s.Socket }},
+	{"version", true, func(s Service) string { return s.Version }},
+	{"backend_endpoint", true, func(s Service) string { return s.BackendEndpoint }},
+	{"handoff_endpoint", true, func(s Service) string { return s.HandoffEndpoint }},
+	{"verify", true, func(s Service) string { return s.Verify }},
+	{"max_connections", false, func(s Service) string { return strconv.Itoa(s.MaxConnections) }},
+	{"idle_timeout", false, func(s Service) string { return s.IdleTimeout.String() }},
+	{"start_timeout", false, func(s Service) string { return s.StartTimeout.String() }},
+}
+
+// Diff compares two configs by service name. It is pure: it reads only its arguments.
+func Diff(old, new *Config) Plan {
+	var p Plan
+	p.Broker = diffBroker(old.Broker, new.Broker)
+	olds := make(map[string]Service, len(old.Services))
+	for _, s := range old.Services {
+		olds[s.Name] = s
+	}
+	seen := make(map[string]bool, len(new.Services))
+	for _, n := range new.Services {
+		seen[n.Name] = true
+		o, ok := olds[n.Name]
+		switch {
+		case !ok:
+			p.Added = append(p.Added, n)
+		case o.Equal(n):
+			p.Unchanged = append(p.Unchanged, n.Name)
+		default:
+			c := ServiceChange{Name: n.Name, Old: o, New: n}
+			for _, f := range serviceFields {
+				if a, b := f.get(o), f.get(n); a != b {
+					c.Fields = append(c.Fields, Change{Key: f.key, Old: a, New: b})
+					c.Restart = c.Restart || f.restart
+				}
+			}
+			p.Changed = append(p.Changed, c)
+		}
+	}
+	for _, o := range old.Services {
+		if !seen[o.Name] {
+			p.Removed = append(p.Removed, o)
+		}
+	}
+	return p
+}
+
+func diffBroker(o, n Broker) []Change {
+	dur := func(d time.Duration) string { return d.String() }
+	var out []Change
+	for _, f := range []struct{ key, a, b string }{
+		{"servicedef_dir", o.ServicedefDir, n.ServicedefDir},
+		{"runtime_dir", o.RuntimeDir, n.RuntimeDir},
+		{"log_format", o.LogFormat, n.LogFormat},
+		{"log_level", o.LogLevel, n.LogLevel},
+		{"hello_timeout", dur(o.HelloTimeout), dur(n.HelloTimeout)},
+		{"hello_rate_limit", strconv.Itoa(o.HelloRateLimit), strconv.Itoa(n.HelloRateLimit)},
+		{"shutdown_grace", dur(o.ShutdownGrace), dur(n.ShutdownGrace)},
+		{"event_log", o.EventLog, n.EventLog},
+	} {
+		if f.a != f.b {
+			out = append(out, Change{Key: f.key, Old: f.a, New: f.b})
+		}
+	}
+	return out
+}
+
+// Lines renders the plan one line per [broker] change and per service: broker changes,
+// then removed, changed, added and unchanged services.
+func (p Plan) Lines() []string {
+	var out []string
+	for _, c := range p.Broker {
+		out = append(out, "broker: "+c.String())
+	}
+	for _, s := range p.Removed {
+		out = append(out, fmt.Sprintf("removed %s (%s)", s.Name, s.Summary()))
+	}
+	for _, c := range p.Changed {
+		fields := make([]string, len(c.Fields))
+		for i, f := range c.Fields {
+			fields[i] = f.String()
+		}
+		how := "in place"
+		if c.Restart {
+			how = "restart"
+		}
+		out = append(out, fmt.Sprintf("changed %s: %s (%s)", c.Name, strings.Join(fields, ", "), how))
+	}
+	for _, s := range p.Added {
+		out = append(out, fmt.Sprintf("added %s (%s)", s.Name, s.Summary()))
+	}
+	for _, n := range p.Unchanged {
+		out = append(out, "unchanged "+n)
+	}
+	return out
+}
+
+func (c Change) String() string {
+	q := func(s string) string {
+		if s == "" {
+			return `""`
+		}
+		return s
+	}
+	return fmt.Sprintf("%s %s → %s", c.Key, q(c.Old), q(c.New))
+}
+
+// Summary is a one-line description: mode, socket and the mode's key settings.
+func (s Service) Summary() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s, socket %s", s.Mode, s.Socket)
+	if s.Mode == ModeRegistered {
+		fmt.Fprintf(&b, ", version %s, backend %s, verify %s", s.Version, s.BackendEndpoint, s.Verify)
+	} else {
+		fmt.Fprintf(&b, ", idle_timeout %s, start_timeout %s", s.IdleTimeout, s.StartTimeout)
+	}
+	if s.HandoffEndpoint != "" {
+		fmt.Fprintf(&b, ", handoff %s", s.HandoffEndpoint)
+	}
+	fmt.Fprintf(&b, ", max_connections %d", s.MaxConnections)
+	return b.String()
+}

@@ -1,0 +1,16 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"testing"
+)
+
+var errMachineID = errors.New("no machine id")
+
+func writeFile(t *testing.T, path, body string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
