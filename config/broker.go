@@ -43,11 +43,9 @@ func (d *decoder) broker(cfg *Config, fileM, envM map[string]any) {
 		b.ServicedefDir, _ = d.path(s, "servicedef_dir")
 	}
 	if b.ServicedefDir == "" && !setNonEmpty("servicedef_dir", fileSrc, envSrc) {
-		dir, src, err := defaultServicedefDir(d.getenv)
-		if err == nil {
-			b.ServicedefDir, err = expandPath(dir, d.getenv)
-		}
-		if err != nil {
+		dir, src := defaultServicedefDir(d.getenv)
+		var err error
+		if b.ServicedefDir, err = absPath(dir); err != nil {
 			d.errf("broker.servicedef_dir", "no default: %v; set servicedef_dir", err)
 		}
 		cfg.Sources["servicedef_dir"] = src
@@ -58,7 +56,7 @@ func (d *decoder) broker(cfg *Config, fileM, envM map[string]any) {
 	}
 	if b.RuntimeDir == "" && !setNonEmpty("runtime_dir", fileSrc, envSrc) {
 		var err error
-		b.RuntimeDir, err = expandPath(names.DefaultRuntimeDir(os.Geteuid(), d.getenv), d.getenv)
+		b.RuntimeDir, err = absPath(names.DefaultRuntimeDir(os.Geteuid(), d.getenv))
 		if err != nil {
 			d.errf("broker.runtime_dir", "no default: %v; set runtime_dir", err)
 		}

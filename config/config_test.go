@@ -236,6 +236,10 @@ func TestEnvironment(t *testing.T) {
 			err: `broker.hello_rate_limit (env BROKER_HELLO_RATE_LIMIT): "lots" is not an integer`},
 		{name: "bad v1 hello timeout", file: "minimal", env: []string{"RUNNING_PROCESS_BROKER_HELLO_TIMEOUT_MS=-3"},
 			err: `broker.hello_timeout (env RUNNING_PROCESS_BROKER_HELLO_TIMEOUT_MS): "-3" is not a positive number`},
+		{name: "relative v1 servicedef dir", file: "minimal", env: []string{"RUNNING_PROCESS_SERVICE_DEF_DIR=defs"},
+			err: `broker.servicedef_dir: no default: "defs" is relative`},
+		{name: "v1 servicedef dir is not a template", file: "minimal", env: []string{"RUNNING_PROCESS_SERVICE_DEF_DIR=/a/$b"},
+			check: func(c *Config) bool { return c.Broker.ServicedefDir == "/a/$b" }},
 		{name: "relative BROKER_ path", file: "minimal", env: []string{"BROKER_EVENT_LOG=events.log"},
 			err: `broker.event_log (env BROKER_EVENT_LOG): "events.log" is relative`},
 	} {

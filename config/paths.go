@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -31,32 +30,37 @@ func expandPath(p string, getenv func(string) string) (string, error) {
 	if len(missing) > 0 {
 		return "", fmt.Errorf("%q uses %s, which is not set", orig, strings.Join(missing, ", "))
 	}
-	if !filepath.IsAbs(p) {
-		if p == orig {
-			return "", fmt.Errorf("%q is relative; want an absolute path", orig)
-		}
+	if !filepath.IsAbs(p) && p != orig {
 		return "", fmt.Errorf("%q expands to the relative path %q; want an absolute path", orig, p)
+	}
+	return absPath(p)
+}
+
+// absPath requires an absolute path and cleans it. Defaults taken from the environment go
+// through it without expansion: their values are paths, not templates.
+func absPath(p string) (string, error) {
+	if !filepath.IsAbs(p) {
+		return "", fmt.Errorf("%q is relative; want an absolute path", p)
 	}
 	return filepath.Clean(p), nil
 }
 
-// errNoHome is returned when neither the config home nor HOME is known.
-var errNoHome = errors.New("neither XDG_CONFIG_HOME nor HOME is set")
-
 // defaultServicedefDir is the v1 service definition directory on Linux, the same rule as the
 // reference: RUNNING_PROCESS_SERVICE_DEF_DIR if non-empty, else
-// $XDG_CONFIG_HOME/running-process/services, else ~/.config/running-process/services.
-// (servicedef.DefaultDir implements the same rule; config does not import servicedef.)
-// It reports which of them it used.
-func defaultServicedefDir(getenv func(string) string) (dir, source string, err error) {
+// $XDG_CONFIG_HOME/running-process/services, else $HOME/.config/running-process/services,
+// with the temp dir standing in for an unset HOME as in v1. servicedef.DefaultDir implements
+// the same rule; config keeps its own copy so that it depends on names only. It reports
+// which source it used.
+func defaultServicedefDir(getenv func(string) string) (dir, source string) {
 	if d := getenv("RUNNING_PROCESS_SERVICE_DEF_DIR"); d != "" {
-		return d, "env RUNNING_PROCESS_SERVICE_DEF_DIR", nil
+		return d, "env RUNNING_PROCESS_SERVICE_DEF_DIR"
 	}
 	if x := getenv("XDG_CONFIG_HOME"); x != "" {
-		return filepath.Join(x, "running-process", "services"), "default", nil
+		return filepath.Join(x, "running-process", "services"), "default"
 	}
-	if h := getenv("HOME"); h != "" {
-		return filepath.Join(h, ".config", "running-process", "services"), "default", nil
+	home := getenv("HOME")
+	if home == "" {
+		home = os.TempDir()
 	}
-	return "", "", errNoHome
+	return filepath.Join(home, ".config", "running-process", "services"), "default"
 }
