@@ -232,12 +232,13 @@ func (l *Loader) markReady() { l.once.Do(func() { close(l.ready) }) }
 // goroutine publishes, so old is always the snapshot next replaces.
 func (l *Loader) publish(old, next *Snapshot) {
 	l.snap.Store(next)
-	l.markReady()
 	changes := diff(old, next)
 	for _, c := range changes {
 		l.logChange(c)
 	}
 	l.notify(changes)
+	// After notify: whoever subscribes once Ready is closed sees only later changes.
+	l.markReady()
 }
 
 func (l *Loader) publishDirErr(err error) {
