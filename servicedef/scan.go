@@ -95,7 +95,7 @@ func (l *Loader) reload(stem string) {
 // keeps prev's last good definition; an unchanged result returns prev itself so that
 // snapshots share entries and diff sees no change.
 func loadFile(path string, prev *entry) (e *entry, ok bool) {
-	b, err := readFile(path)
+	b, err := ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, false
 	}
@@ -125,9 +125,19 @@ func (e *entry) lastGood() *wirepb.ServiceDefinition {
 	return e.def
 }
 
-// readFile reads a regular file of at most MaxFileSize bytes. O_NONBLOCK keeps a FIFO
-// dropped into the directory from blocking the loader.
-func readFile(path string) ([]byte, error) {
+// Load reads, decodes and validates the definition at path. Errors name the path; a
+// missing file matches fs.ErrNotExist.
+func Load(path string) (*wirepb.ServiceDefinition, error) {
+	b, err := ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("servicedef %s: %w", path, err)
+	}
+	return Decode(path, b)
+}
+
+// ReadFile reads a regular file of at most MaxFileSize bytes. O_NONBLOCK keeps a FIFO
+// dropped into the directory from blocking the reader.
+func ReadFile(path string) ([]byte, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
