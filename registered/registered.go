@@ -1,0 +1,208 @@
+// Package registered routes Hellos to a backend that runs on its own at a known endpoint.
+// The backend is verified when first seen and whenever it was found dead; while it is
+// down, Hellos are refused with BACKEND_SPAWN_FAILED and the endpoint is re-probed with
+// backoff.
+package registered
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/rpbroker/broker/identity"
+	"github.com/rpbroker/broker/registry"
+	"github.com/rpbroker/broker/serve"
+	"github.com/rpbroker/broker/wire"
+	"github.com/rpbroker/broker/wire/wirepb"
+)
+
+// Verify modes.
+const (
+	VerifyProbe   = "probe"   // v1 identity probe, checked against the real process
+	VerifyConnect = "connect" // endpoint accepts and its listener runs as our uid
+)
+
+// Options configure one registered backend.
+type Options struct {
+	Service  string
+	Version  string
+	Endpoint string
+	Verify   string
+	Instance string // registry instance id, e.g. private:<service>
+	Registry *registry.Registry
+	Hasher   *identity.Hasher
+	Log      zerolog.Logger
+	// MinBackoff and MaxBackoff bound the re-probe interval while the backend is down.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// Backend tracks one registered backend. Run owns the probe loop; Route is safe to call
+// from any connection goroutine.
+type Backend struct {
+	o    Options
+	cur  atomic.Pointer[registry.Backend]
+	kick chan struct{}
+}
+
+// New returns a Backend; call Run to start verifying it.
+func New(o Options) *Backend {
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 20 * time.Millisecond
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 2 * time.Second
+	}
+	if o.Verify == "" {
+		o.Verify = VerifyProbe
+	}
+	if o.Hasher == nil {
+		o.Hasher = &identity.Hasher{}
+	}
+	return &Backend{o: o, kick: make(chan struct{}, 1)}
+}
+
+// Current returns the verified live backend, or nil.
+func (b *Backend) Current() *registry.Backend {
+	cur := b.cur.Load()
+	if cur == nil || !cur.Alive() {
+		return nil
+	}
+	return cur
+}
+
+// Route answers a Hello with the backend endpoint when the backend is verified, alive and
+// of the wanted version.
+func (b *Backend) Route(_ context.Context, req *serve.Request) (serve.Route, error) {
+	cur := b.cur.Load()
+	if cur == nil || !cur.Alive() {
+		if cur != nil {
+			b.nudge() // found dead on the Hello path: re-probe now, not at the next tick
+		}
+		return serve.Route{}, wire.Refuse(wirepb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED, wire.ReasonNotRegistered, wire.RetryBackend)
+	}
+	if req.Hello.WantedVersion != b.o.Version {
+		return serve.Route{}, wire.Refuse(wirepb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED, wire.ReasonNotRegistered, wire.RetryBackend)
+	}
+	cur.Touch(time.Now())
+	return serve.Route{Pipe: b.o.Endpoint, Version: b.o.Version}, nil
+}
+
+func (b *Backend) nudge() {
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run verifies the backend, watches it while alive and re-probes with backoff while it
+// is down. It returns when ctx is cancelled.
+func (b *Backend) Run(ctx context.Context) error {
+	log := b.o.Log
+	defer b.clear()
+	backoff := time.Duration(0)
+	var lastErr string
+	for ctx.Err() == nil {
+		be, err := b.verify(ctx)
+		if err != nil {
+			if msg := err.Error(); msg != lastErr {
+				log.Warn().Err(err).Str("endpoint", b.o.Endpoint).Msg("registered backend is not available; re-probing")
+				lastErr = msg
+			}
+			backoff = min(max(2*backoff, b.o.MinBackoff), b.o.MaxBackoff)
+			b.wait(ctx, backoff)
+			continue
+		}
+		backoff, lastErr = 0, ""
+		b.cur.Store(be)
+		b.o.Registry.Add(be)
+		log.Info().Int("pid", be.PID).Str("endpoint", b.o.Endpoint).Str("version", b.o.Version).
+			Str("event", "backend_up").Msg("registered backend verified")
+		b.watch(ctx, be)
+		b.clear()
+		if ctx.Err() == nil {
+			log.Warn().Int("pid", be.PID).Str("event", "backend_down").Msg("registered backend exited")
+		}
+	}
+	return nil
+}
+
+func (b *Backend) clear() {
+	if cur := b.cur.Swap(nil); cur != nil {
+		b.o.Registry.Remove(cur)
+		if p := cur.Proc(); p != nil {
+			p.Close()
+		}
+	}
+}
+
+// watch returns when the backend process exits or ctx ends.
+func (b *Backend) watch(ctx context.Context, be *registry.Backend) {
+	for ctx.Err() == nil {
+		if be.Proc().Wait(100) {
+			return
+		}
+	}
+}
+
+func (b *Backend) wait(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	case <-b.kick:
+	}
+}
+
+// verify checks the endpoint and returns a registry entry watching the backend process.
+func (b *Backend) verify(ctx context.Context) (*registry.Backend, error) {
+	pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	var pid int
+	var hash [32]byte
+	switch b.o.Verify {
+	case VerifyConnect:
+		p, err := connectPeer(pctx, b.o.Endpoint)
+		if err != nil {
+			return nil, err
+		}
+		pid = p
+	default:
+		dp, err := identity.ProbeAndVerify(pctx, b.o.Endpoint, b.o.Hasher, 0)
+		if err != nil {
+			return nil, err
+		}
+		pid = int(dp.Pid)
+		copy(hash[:], dp.ExeHash)
+	}
+	proc, err := registry.WatchPID(pid)
+	if err != nil {
+		return nil, fmt.Errorf("watch backend pid %d: %w", pid, err)
+	}
+	key := registry.Key{Instance: b.o.Instance, Service: b.o.Service, Version: b.o.Version, ExeHash: hash}
+	return registry.NewBackend(key, b.o.Endpoint, proc, "registered"), nil
+}
+
+// connectPeer is the light check for backends that do not answer the identity probe:
+// the endpoint accepts, and the process listening runs as our uid.
+func connectPeer(ctx context.Context, endpoint string) (int, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", endpoint)
+	if err != nil {
+		return 0, fmt.Errorf("connect %s: %w", endpoint, err)
+	}
+	defer c.Close()
+	cred, err := serve.PeerCred(c.(*net.UnixConn))
+	if err != nil {
+		return 0, fmt.Errorf("connect %s: %w", endpoint, err)
+	}
+	if int(cred.UID) != os.Geteuid() {
+		return 0, fmt.Errorf("connect %s: listener runs as uid %d, not %d", endpoint, cred.UID, os.Geteuid())
+	}
+	return int(cred.PID), nil
+}

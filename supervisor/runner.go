@@ -1,0 +1,196 @@
+package supervisor
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/rpbroker/broker/admin"
+	"github.com/rpbroker/broker/config"
+	"github.com/rpbroker/broker/registered"
+	"github.com/rpbroker/broker/serve"
+)
+
+// runner owns one service: its serve loop (bound with retry and backoff) and, for a
+// registered service, the backend verifier. Its goroutines stop when stop is called.
+type runner struct {
+	svc      config.Service
+	log      zerolog.Logger
+	settings atomic.Pointer[serve.Settings]
+	loop     atomic.Pointer[serve.Loop]
+	bound    chan struct{} // closed once the socket is bound the first time
+
+	cancel  context.CancelFunc
+	done    chan struct{}
+	backend *backendRun // registered backend verifier, or nil
+}
+
+// backendRun is one registered.Backend with the goroutine that runs it.
+type backendRun struct {
+	b      *registered.Backend
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (b *backendRun) stop() {
+	if b == nil {
+		return
+	}
+	b.cancel()
+	<-b.done
+}
+
+// startRunner starts the goroutine that binds and serves svc.
+func (s *Supervisor) startRunner(svc config.Service) *runner {
+	r := &runner{
+		svc:   svc,
+		log:   s.log.With().Str("service", svc.Name).Logger(),
+		bound: make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	r.backend = s.startBackend(svc, r.log)
+	set := s.settingsFor(svc, r.backend)
+	r.settings.Store(&set)
+	ctx, cancel := context.WithCancel(s.ctx)
+	r.cancel = cancel
+	go func() {
+		defer close(r.done)
+		s.serve(ctx, r, svc)
+	}()
+	return r
+}
+
+// serve binds the socket, retrying with backoff, and runs the loop until ctx ends.
+// svc is this goroutine's own copy: the socket of a runner never changes.
+func (s *Supervisor) serve(ctx context.Context, r *runner, svc config.Service) {
+	backoff := time.Duration(0)
+	for ctx.Err() == nil {
+		ln, err := serve.Listen(svc.Socket)
+		if err != nil {
+			backoff = min(max(2*backoff, 100*time.Millisecond), 30*time.Second)
+			r.log.Error().Err(err).Dur("retry_in", backoff).Str("socket", svc.Socket).
+				Msg("cannot bind control socket; other services keep serving")
+			s.metrics.loopFailures.WithLabelValues(svc.Name).Inc()
+			if !sleep(ctx, backoff) {
+				return
+			}
+			continue
+		}
+		backoff = 0
+		loop := serve.New(serve.Options{
+			Listener:   ln,
+			Settings:   *r.settings.Load(),
+			Defs:       s.defs,
+			Admin:      s.adminFor(svc, svc.Socket),
+			Shared:     s.shared,
+			Log:        r.log,
+			OnShutdown: s.requestShutdown,
+		})
+		r.loop.Store(loop)
+		select {
+		case <-r.bound:
+		default:
+			close(r.bound)
+		}
+		r.log.Info().Str("socket", svc.Socket).Str("mode", svc.Mode).Msg("serving")
+		err = loop.Run(ctx)
+		r.loop.Store(nil)
+		if ctx.Err() != nil {
+			return
+		}
+		r.log.Error().Err(err).Msg("serve loop stopped; rebinding")
+		s.metrics.loopFailures.WithLabelValues(svc.Name).Inc()
+	}
+}
+
+// apply swaps in new handler settings without touching the listener.
+func (r *runner) apply(set serve.Settings) {
+	r.settings.Store(&set)
+	if l := r.loop.Load(); l != nil {
+		l.ApplySettings(set)
+	}
+}
+
+// stop cancels the loop and the backend verifier and waits for both, up to timeout; a
+// loop still running then is reported, not waited for forever.
+func (r *runner) stop(timeout time.Duration) bool {
+	r.cancel()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	ok := true
+	select {
+	case <-r.done:
+	case <-t.C:
+		r.log.Error().Dur("waited", timeout).Msg("serve loop did not stop in time")
+		ok = false
+	}
+	r.backend.stop()
+	return ok
+}
+
+func (s *Supervisor) startBackend(svc config.Service, log zerolog.Logger) *backendRun {
+	if svc.Mode != config.ModeRegistered {
+		return nil
+	}
+	b := registered.New(registered.Options{
+		Service:  svc.Name,
+		Version:  svc.Version,
+		Endpoint: svc.BackendEndpoint,
+		Verify:   svc.Verify,
+		Instance: "private:" + svc.Name,
+		Registry: s.registry,
+		Hasher:   s.hasher,
+		Log:      log,
+	})
+	ctx, cancel := context.WithCancel(s.ctx)
+	br := &backendRun{b: b, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(br.done)
+		b.Run(ctx)
+	}()
+	return br
+}
+
+func (s *Supervisor) settingsFor(svc config.Service, b *backendRun) serve.Settings {
+	set := serve.Settings{
+		Service:      svc.Name,
+		MaxConns:     svc.MaxConnections,
+		HelloTimeout: s.cfg.Broker.HelloTimeout,
+		ImplicitDef:  svc.Mode == config.ModeRegistered,
+	}
+	if b != nil {
+		set.Router = b.b
+	} else if s.o.LaunchRouter != nil {
+		set.Router = s.o.LaunchRouter(svc)
+	}
+	return set
+}
+
+func (s *Supervisor) adminFor(svc config.Service, socket string) *admin.Handler {
+	inst := "private:" + svc.Name
+	if svc.Name == "*" {
+		inst = "shared"
+	}
+	return &admin.Handler{
+		Instance: inst,
+		Pipe:     socket,
+		Shared:   s.shared,
+		Registry: s.registry,
+		Metrics:  s.metrics.render,
+		Config:   s.effectiveConfig,
+		Extra:    s.statusExtra,
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

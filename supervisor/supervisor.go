@@ -1,0 +1,243 @@
+// Package supervisor runs every service of a broker.toml under one owner: one serve loop
+// per service, the servicedef loader, the backend verifiers. Reloads (SIGHUP, `broker
+// reload`) and shutdown (signals, admin SHUTDOWN) are funnelled into one event loop that
+// applies them one at a time.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/rpbroker/broker/config"
+	"github.com/rpbroker/broker/identity"
+	"github.com/rpbroker/broker/registry"
+	"github.com/rpbroker/broker/serve"
+)
+
+// Options configure a Supervisor.
+type Options struct {
+	// Load reads and validates the config file; the supervisor calls it at start and on
+	// every reload.
+	Load func() (*config.Config, error)
+	Log  zerolog.Logger
+	// LaunchRouter builds the router of a launch-mode service; nil refuses such Hellos
+	// with BACKEND_SPAWN_FAILED.
+	LaunchRouter func(svc config.Service) serve.Router
+}
+
+// Supervisor owns the running broker. Create it with New, run it with Run.
+type Supervisor struct {
+	o        Options
+	log      zerolog.Logger
+	shared   *serve.Shared
+	registry *registry.Registry
+	hasher   *identity.Hasher
+	defs     *defsView
+	metrics  *metrics
+
+	// Owned by the Run goroutine.
+	ctx     context.Context
+	cfg     *config.Config
+	runners map[string]*runner
+	loader  *loaderRun
+
+	reloads  chan chan ReloadResult
+	shutdown chan struct{}
+	stopOnce sync.Once
+
+	statusMu   sync.Mutex
+	lastReload ReloadResult
+	reloadSeq  uint64
+}
+
+// ReloadResult is what one reload did.
+type ReloadResult struct {
+	Plan  config.Plan
+	Lines []string
+	Err   error
+	At    time.Time
+}
+
+// New loads and validates the config; a bad file is an error here (fatal at start).
+func New(o Options) (*Supervisor, error) {
+	cfg, err := o.Load()
+	if err != nil {
+		return nil, err
+	}
+	s := &Supervisor{
+		o:        o,
+		log:      o.Log,
+		cfg:      cfg,
+		registry: registry.New(),
+		hasher:   &identity.Hasher{},
+		runners:  make(map[string]*runner),
+		reloads:  make(chan chan ReloadResult),
+		shutdown: make(chan struct{}),
+	}
+	s.metrics = newMetrics(s)
+	s.shared = serve.NewShared(serve.NewRateLimiter(cfg.Broker.HelloRateLimit, time.Second, nil), s.metrics)
+	s.defs = &defsView{}
+	return s, nil
+}
+
+// Shared exposes the broker-wide serve state (for tests and the CLI).
+func (s *Supervisor) Shared() *serve.Shared { return s.shared }
+
+// Config returns the config in force. Safe only from the Run goroutine or after Run.
+func (s *Supervisor) Config() *config.Config { return s.cfg }
+
+// Run starts every service and serves until ctx ends or a shutdown is requested; then it
+// drains within shutdown_grace and returns.
+func (s *Supervisor) Run(ctx context.Context) error {
+	runCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.ctx = runCtx
+	if s.shared.Draining() {
+		return errors.New("supervisor already stopped")
+	}
+	if s.cfg.Services == nil {
+		return errors.New("config has no services")
+	}
+	s.startLoader(s.cfg.Broker.ServicedefDir)
+	for _, svc := range s.cfg.Services {
+		s.runners[svc.Name] = s.startRunner(svc)
+	}
+	s.log.Info().Int("services", len(s.cfg.Services)).Str("config", s.cfg.Path).Msg("broker started")
+	for {
+		select {
+		case <-ctx.Done():
+			return s.stop("signal")
+		case <-s.shutdown:
+			return s.stop("admin shutdown")
+		case reply := <-s.reloads:
+			res := s.reload()
+			reply <- res
+		}
+	}
+}
+
+// Reload asks the event loop to re-read the config and apply what changed. It blocks
+// until the reload is done (or ctx ends).
+func (s *Supervisor) Reload(ctx context.Context) ReloadResult {
+	reply := make(chan ReloadResult, 1)
+	select {
+	case s.reloads <- reply:
+	case <-ctx.Done():
+		return ReloadResult{Err: ctx.Err()}
+	}
+	select {
+	case r := <-reply:
+		return r
+	case <-ctx.Done():
+		return ReloadResult{Err: ctx.Err()}
+	}
+}
+
+// WaitBound waits until every service present at start has bound its socket once.
+func (s *Supervisor) WaitBound(ctx context.Context, names ...string) error {
+	for _, n := range names {
+		r, ok := s.runnerByName(n)
+		if !ok {
+			return fmt.Errorf("no service %q", n)
+		}
+		select {
+		case <-r.bound:
+		case <-ctx.Done():
+			return fmt.Errorf("service %q: socket not bound: %w", n, ctx.Err())
+		}
+	}
+	return nil
+}
+
+func (s *Supervisor) requestShutdown() { s.stopOnce.Do(func() { close(s.shutdown) }) }
+
+// stop drains: Hellos are refused with SHUTTING_DOWN and readyz turns not ready, in-flight
+// Hellos finish, then loops stop and remove their sockets, all within shutdown_grace.
+func (s *Supervisor) stop(why string) error {
+	grace := s.cfg.Broker.ShutdownGrace
+	deadline := time.Now().Add(grace)
+	s.log.Info().Str("reason", why).Dur("grace", grace).Msg("shutting down")
+	s.shared.Drain()
+	for s.shared.HellosInFlight() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // bounded poll of an atomic; no event to wait on
+	}
+	var stuck []string
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for name, r := range s.runners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if !r.stop(max(time.Until(deadline), 10*time.Millisecond)) {
+				mu.Lock()
+				stuck = append(stuck, name)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	s.stopLoader()
+	if len(stuck) > 0 {
+		return fmt.Errorf("shutdown: serve loops still running after %s: %v", grace, stuck)
+	}
+	s.log.Info().Msg("broker stopped")
+	return nil
+}
+
+func (s *Supervisor) runnerByName(name string) (*runner, bool) {
+	// runners is owned by Run; a reload request serialises access for callers outside it.
+	s.statusMu.Lock()
+	defer s.statusMu.Unlock()
+	r, ok := s.runners[name]
+	return r, ok
+}
+
+// effectiveConfig renders the config in force as {value, source} leaves (admin CONFIG).
+func (s *Supervisor) effectiveConfig() any {
+	s.statusMu.Lock()
+	cfg := s.cfg
+	s.statusMu.Unlock()
+	src := func(key string) string {
+		if v, ok := cfg.Sources[key]; ok {
+			return v
+		}
+		return "config-file"
+	}
+	leaf := func(key string, v any) map[string]any { return map[string]any{"value": v, "source": src(key)} }
+	b := cfg.Broker
+	broker := map[string]any{
+		"servicedef_dir":   leaf("servicedef_dir", b.ServicedefDir),
+		"runtime_dir":      leaf("runtime_dir", b.RuntimeDir),
+		"log_format":       leaf("log_format", b.LogFormat),
+		"log_level":        leaf("log_level", b.LogLevel),
+		"hello_timeout":    leaf("hello_timeout", b.HelloTimeout.String()),
+		"hello_rate_limit": leaf("hello_rate_limit", b.HelloRateLimit),
+		"shutdown_grace":   leaf("shutdown_grace", b.ShutdownGrace.String()),
+		"event_log":        leaf("event_log", b.EventLog),
+	}
+	services := map[string]any{}
+	for _, svc := range cfg.Services {
+		cf := func(v any) map[string]any { return map[string]any{"value": v, "source": "config-file"} }
+		services[svc.Name] = map[string]any{
+			"mode": cf(svc.Mode), "socket": cf(svc.Socket), "version": cf(svc.Version),
+			"backend_endpoint": cf(svc.BackendEndpoint), "handoff_endpoint": cf(svc.HandoffEndpoint),
+			"verify": cf(svc.Verify), "max_connections": cf(svc.MaxConnections),
+			"idle_timeout": cf(svc.IdleTimeout.String()), "start_timeout": cf(svc.StartTimeout.String()),
+		}
+	}
+	return map[string]any{
+		"broker":   broker,
+		"services": services,
+		"protocol": map[string]any{
+			"framing_version":  map[string]any{"value": 1, "source": "protocol-v1"},
+			"envelope_version": map[string]any{"value": 1, "source": "protocol-v1"},
+			"max_frame_bytes":  map[string]any{"value": 16 << 20, "source": "protocol-v1"},
+			"max_hello_bytes":  map[string]any{"value": 64 << 10, "source": "protocol-v1"},
+		},
+	}
+}
