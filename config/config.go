@@ -23,6 +23,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"time"
@@ -122,15 +123,19 @@ func Load(path string, o LoadOptions) (*Config, error) {
 	k := koanf.New(".")
 	if err := k.Load(file.Provider(path), toml.Parser()); err != nil {
 		var de *gotoml.DecodeError
-		if errors.As(err, &de) {
+		var pe *fs.PathError
+		switch {
+		case errors.As(err, &de):
 			row, col := de.Position()
 			return nil, fmt.Errorf("%s:%d:%d: %s", path, row, col, de.Error())
+		case errors.As(err, &pe):
+			return nil, fmt.Errorf("%s: %w", path, pe.Err)
 		}
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	envBroker, err := loadEnv(o.Environ)
 	if err != nil {
-		return nil, fmt.Errorf("config %s: environment: %w", path, err)
+		return nil, fmt.Errorf("%s: environment: %w", path, err)
 	}
 	d := &decoder{file: path, getenv: getenvFrom(o.Environ), layout: o.Layout}
 	cfg := d.decode(k.Raw(), envBroker)

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"maps"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,6 +27,9 @@ var (
 	serviceKeys = keySet("name", "mode", "socket", "version", "backend_endpoint",
 		"handoff_endpoint", "verify", "max_connections", "idle_timeout", "start_timeout")
 )
+
+// bareKey is a TOML key that needs no quotes.
+var bareKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
 // decoder turns the raw koanf map into a Config, collecting every error.
 type decoder struct {
@@ -51,10 +55,14 @@ func (d *decoder) unknown(m map[string]any, known map[string]struct{}, prefix st
 		if _, ok := known[k]; ok {
 			continue
 		}
+		label := prefix + k
+		if !bareKey.MatchString(k) {
+			label = prefix + strconv.Quote(k) // as TOML would write it, and one line
+		}
 		if s := suggest(k, known); s != "" {
-			d.errf(prefix+k, "unknown key; did you mean %s?", s)
+			d.errf(label, "unknown key; did you mean %s?", s)
 		} else {
-			d.errf(prefix+k, "unknown key; known keys: %s", strings.Join(slices.Sorted(maps.Keys(known)), ", "))
+			d.errf(label, "unknown key; known keys: %s", strings.Join(slices.Sorted(maps.Keys(known)), ", "))
 		}
 	}
 }
