@@ -1,0 +1,356 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/rpbroker/broker/client"
+	"github.com/rpbroker/broker/config"
+	"github.com/rpbroker/broker/servicedef"
+	"github.com/rpbroker/broker/wire/wirepb"
+)
+
+type env struct {
+	t       *testing.T
+	dir     string // short: sockets live here
+	cfgPath string
+	defDir  string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	dir, err := os.MkdirTemp("/tmp", "rpbsup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	e := &env{t: t, dir: dir, cfgPath: filepath.Join(dir, "broker.toml"), defDir: filepath.Join(dir, "defs")}
+	if err := os.Mkdir(e.defDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *env) sock(name string) string { return filepath.Join(e.dir, name+".sock") }
+
+// writeConfig writes broker.toml with a [broker] header and the given services.
+func (e *env) writeConfig(services string) {
+	e.t.Helper()
+	body := fmt.Sprintf(`[broker]
+servicedef_dir = %q
+runtime_dir = %q
+hello_rate_limit = 0
+shutdown_grace = "5s"
+log_level = "debug"
+%s`, e.defDir, e.dir, services)
+	tmp := e.cfgPath + ".tmp"
+	if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, e.cfgPath); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func registeredService(name, version, endpoint, socket string) string {
+	return fmt.Sprintf(`
+[[service]]
+name = %q
+mode = "registered"
+version = %q
+backend_endpoint = %q
+socket = %q
+`, name, version, endpoint, socket)
+}
+
+type running struct {
+	sup  *Supervisor
+	stop context.CancelFunc
+	done chan error
+}
+
+func (e *env) start() *running {
+	e.t.Helper()
+	sup, err := New(Options{
+		Load: func() (*config.Config, error) { return config.Load(e.cfgPath, config.LoadOptions{Environ: []string{}}) },
+		Log:  zerolog.New(zerolog.NewTestWriter(e.t)),
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{sup: sup, stop: cancel, done: make(chan error, 1)}
+	go func() { r.done <- sup.Run(ctx) }()
+	e.t.Cleanup(func() { r.shutdown(e.t) })
+	return r
+}
+
+func (r *running) shutdown(t *testing.T) {
+	r.stop()
+	select {
+	case err, ok := <-r.done:
+		if ok && err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if ok {
+			close(r.done)
+		}
+	case <-time.After(15 * time.Second):
+		t.Error("supervisor did not stop")
+	}
+}
+
+// startBackend runs the test binary as a separate echo backend process at endpoint.
+func startBackend(t *testing.T, endpoint string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envEchoBackend+"="+endpoint)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	})
+	waitFor(t, "backend to listen", func() bool {
+		c, err := net.Dial("unix", endpoint)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return cmd
+}
+
+func hello(socket, service, version string) (*wirepb.Negotiated, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return client.Hello(ctx, socket, &wirepb.Hello{
+		ClientMinProtocol: 1, ClientMaxProtocol: 1, ServiceName: service, WantedVersion: version,
+	})
+}
+
+func refusedCode(err error) wirepb.ErrorCode {
+	var r *client.RefusedError
+	if errors.As(err, &r) {
+		return r.Code
+	}
+	return -1
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func negotiates(socket, service, version string) func() bool {
+	return func() bool { _, err := hello(socket, service, version); return err == nil }
+}
+
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
+}
+
+func TestReloadAppliesOnlyWhatChanged(t *testing.T) {
+	e := newEnv(t)
+	be := filepath.Join(e.dir, "be.sock")
+	startBackend(t, be)
+	e.writeConfig(registeredService("keep", "1.0.0", be, e.sock("keep")) +
+		registeredService("gone", "1.0.0", be, e.sock("gone")) +
+		registeredService("edit", "1.0.0", be, e.sock("edit")))
+	r := e.start()
+	for _, s := range []string{"keep", "gone", "edit"} {
+		waitFor(t, s+" to negotiate", negotiates(e.sock(s), s, "1.0.0"))
+	}
+	keepIno := inode(t, e.sock("keep"))
+
+	// Hammer the unchanged service through the whole reload.
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := hello(e.sock("keep"), "keep", "1.0.0"); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				} else {
+					ok.Add(1)
+				}
+			}
+		}()
+	}
+	waitFor(t, "hammer to start", func() bool { return ok.Load() > 20 })
+
+	e.writeConfig(registeredService("keep", "1.0.0", be, e.sock("keep")) +
+		registeredService("edit", "2.0.0", be, e.sock("edit")) +
+		registeredService("added", "1.0.0", be, e.sock("added")))
+	res := r.sup.Reload(context.Background())
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	plan := strings.Join(res.Lines, "\n")
+	for _, want := range []string{"keep", "edit", "added", "gone"} {
+		if !strings.Contains(plan, want) {
+			t.Errorf("plan does not mention %s:\n%s", want, plan)
+		}
+	}
+	waitFor(t, "added to negotiate", negotiates(e.sock("added"), "added", "1.0.0"))
+	waitFor(t, "edit to serve its new version", negotiates(e.sock("edit"), "edit", "2.0.0"))
+	if _, err := hello(e.sock("edit"), "edit", "1.0.0"); refusedCode(err) != wirepb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED {
+		t.Errorf("old version after edit: %v", err)
+	}
+	waitFor(t, "gone's socket to disappear", func() bool {
+		_, err := os.Stat(e.sock("gone"))
+		return errors.Is(err, os.ErrNotExist)
+	})
+	before := ok.Load()
+	waitFor(t, "hammer to continue after reload", func() bool { return ok.Load() > before+20 })
+	close(stop)
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Fatalf("%d Hellos on the unchanged service failed during reload (first: %v); %d succeeded", n, firstErr.Load(), ok.Load())
+	}
+	if inode(t, e.sock("keep")) != keepIno {
+		t.Fatal("unchanged service was rebound")
+	}
+	t.Logf("unchanged service answered %d Hellos across the reload, 0 failed", ok.Load())
+}
+
+func TestInvalidReloadKeepsRunningConfig(t *testing.T) {
+	e := newEnv(t)
+	be := filepath.Join(e.dir, "be.sock")
+	startBackend(t, be)
+	e.writeConfig(registeredService("svc", "1.0.0", be, e.sock("svc")))
+	r := e.start()
+	waitFor(t, "svc to negotiate", negotiates(e.sock("svc"), "svc", "1.0.0"))
+
+	e.writeConfig(registeredService("svc", "1.0.0", be, e.sock("svc")) + "\n[[service]]\nname = \"x\"\nmode = \"lanch\"\n")
+	res := r.sup.Reload(context.Background())
+	if res.Err == nil || !strings.Contains(res.Err.Error(), "lanch") || !strings.Contains(res.Err.Error(), "broker.toml") {
+		t.Fatalf("reload error should name the file and the bad value: %v", res.Err)
+	}
+	if _, err := hello(e.sock("svc"), "svc", "1.0.0"); err != nil {
+		t.Fatalf("old service must keep answering: %v", err)
+	}
+	body, err := r.sup.metrics.render()
+	if err != nil || !strings.Contains(body, "running_process_broker_config_last_reload_successful 0") {
+		t.Fatalf("metrics should record the failed reload: %v\n%s", err, body)
+	}
+}
+
+func TestBackendDeathAndReturn(t *testing.T) {
+	e := newEnv(t)
+	be := filepath.Join(e.dir, "be.sock")
+	cmd := startBackend(t, be)
+	e.writeConfig(registeredService("svc", "1.0.0", be, e.sock("svc")))
+	e.start()
+	waitFor(t, "svc to negotiate", negotiates(e.sock("svc"), "svc", "1.0.0"))
+
+	cmd.Process.Kill()
+	cmd.Wait()
+	_, err := hello(e.sock("svc"), "svc", "1.0.0")
+	var ref *client.RefusedError
+	if !errors.As(err, &ref) || ref.Code != wirepb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED ||
+		ref.Reason != "backend is not registered" || ref.RetryAfter != time.Second {
+		t.Fatalf("dead backend: %v", err)
+	}
+	os.Remove(be)
+	startBackend(t, be)
+	waitFor(t, "svc to negotiate with the new backend", negotiates(e.sock("svc"), "svc", "1.0.0"))
+}
+
+func TestServicedefDroppedInIsSeenByNextHello(t *testing.T) {
+	e := newEnv(t)
+	be := filepath.Join(e.dir, "be.sock")
+	startBackend(t, be)
+	e.writeConfig(registeredService("svc", "1.0.0", be, e.sock("svc")))
+	e.start()
+	waitFor(t, "svc to negotiate", negotiates(e.sock("svc"), "svc", "1.0.0"))
+
+	def := &wirepb.ServiceDefinition{ServiceName: "svc", BinaryPath: "/usr/bin/svc", MinVersion: "2.0.0"}
+	b, err := servicedef.Encode(def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(e.defDir, ".svc.tmp")
+	os.WriteFile(tmp, b, 0o600)
+	os.Rename(tmp, filepath.Join(e.defDir, "svc.servicedef"))
+	waitFor(t, "min_version to apply", func() bool {
+		_, err := hello(e.sock("svc"), "svc", "1.0.0")
+		return refusedCode(err) == wirepb.ErrorCode_ERROR_VERSION_BLOCKED
+	})
+}
+
+func TestBindFailureDoesNotStopOtherServices(t *testing.T) {
+	e := newEnv(t)
+	be := filepath.Join(e.dir, "be.sock")
+	startBackend(t, be)
+	blocked := e.sock("blocked")
+	if err := os.WriteFile(blocked, []byte("not a socket"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.writeConfig(registeredService("ok", "1.0.0", be, e.sock("ok")) +
+		registeredService("blocked", "1.0.0", be, blocked))
+	e.start()
+	waitFor(t, "ok to negotiate", negotiates(e.sock("ok"), "ok", "1.0.0"))
+	os.Remove(blocked)
+	waitFor(t, "blocked service to bind once its path is free", negotiates(blocked, "blocked", "1.0.0"))
+}
+
+func TestShutdownRemovesSocketsAndRefusesDuringDrain(t *testing.T) {
+	e := newEnv(t)
+	be := filepath.Join(e.dir, "be.sock")
+	startBackend(t, be)
+	e.writeConfig(registeredService("svc", "1.0.0", be, e.sock("svc")))
+	r := e.start()
+	waitFor(t, "svc to negotiate", negotiates(e.sock("svc"), "svc", "1.0.0"))
+	reply, err := client.Admin(context.Background(), e.sock("svc"), &wirepb.AdminRequest{Verb: wirepb.AdminVerb_SHUTDOWN})
+	if err != nil || reply.Body != "broker shutting down\n" || reply.ExitCode != 0 {
+		t.Fatalf("shutdown reply %v, %v", reply, err)
+	}
+	select {
+	case err := <-r.done:
+		close(r.done)
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("admin SHUTDOWN did not stop the broker")
+	}
+	if _, err := os.Stat(e.sock("svc")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("socket left behind: %v", err)
+	}
+}
