@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"time"
@@ -79,8 +80,8 @@ func Probe(ctx context.Context, endpoint string) (Result, error) {
 
 // readAnswer reads the RESPONSE and applies the v1 checks in order: kind, protocol,
 // request_id, nonce echo, algorithm, hash length.
-func readAnswer(conn net.Conn, reqID uint64, nonce []byte) (*wirepb.DaemonProcess, error) {
-	body, err := wire.ReadFrameBody(conn, maxResponse)
+func readAnswer(r io.Reader, reqID uint64, nonce []byte) (*wirepb.DaemonProcess, error) {
+	body, err := wire.ReadFrameBody(r, maxResponse)
 	if err != nil {
 		if errors.Is(err, wire.ErrFramingVersion) || errors.Is(err, wire.ErrTooLarge) {
 			return nil, fmt.Errorf("%w: %w", ErrMalformed, err)

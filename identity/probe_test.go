@@ -28,7 +28,7 @@ func fakeBackend(t *testing.T, respond func(conn net.Conn, req *wirepb.Frame)) s
 	return ep
 }
 
-func fakeBackendAt(t *testing.T, ep string, respond func(conn net.Conn, req *wirepb.Frame)) {
+func fakeBackendAt(t testing.TB, ep string, respond func(conn net.Conn, req *wirepb.Frame)) {
 	t.Helper()
 	ln, err := net.Listen("unix", ep)
 	if err != nil {

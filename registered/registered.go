@@ -34,9 +34,11 @@ type Options struct {
 	Endpoint string
 	Verify   string
 	Instance string // registry instance id, e.g. private:<service>
-	Registry *registry.Registry
-	Hasher   *identity.Hasher
-	Log      zerolog.Logger
+	// HandoffEndpoint is the backend's handoff socket; empty disables handoff.
+	HandoffEndpoint string
+	Registry        *registry.Registry
+	Hasher          *identity.Hasher
+	Log             zerolog.Logger
 	// MinBackoff and MaxBackoff bound the re-probe interval while the backend is down.
 	MinBackoff, MaxBackoff time.Duration
 }

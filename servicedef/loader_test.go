@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -445,5 +446,27 @@ func TestLoaderRelativeDir(t *testing.T) {
 	l := NewLoader("rel/dir", zerolog.Nop())
 	if err := l.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "absolute") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+func TestLoaderOddFiles(t *testing.T) {
+	dir := privateDir(t)
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo"+Ext), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "sub"+Ext), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeInPlace(t, dir, "big", make([]byte, MaxFileSize+1))
+	l, _ := startLoader(t, dir) // a FIFO must not block the first scan
+	for svc, want := range map[string]string{"fifo": "not a regular file", "sub": "not a regular file", "big": "larger than"} {
+		lk := l.Lookup(svc)
+		if lk.Def != nil || lk.Err == nil || !strings.Contains(lk.Err.Error(), want) || !strings.Contains(lk.Err.Error(), svc+Ext) {
+			t.Errorf("%s: %+v, want error %q", svc, lk, want)
+		}
+	}
+	snap := l.Snapshot()
+	if snap.Dir() != dir || snap.DirErr() != nil || l.Dir() != dir {
+		t.Fatalf("snapshot dir %s err %v", snap.Dir(), snap.DirErr())
 	}
 }

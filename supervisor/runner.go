@@ -140,9 +140,11 @@ func (s *Supervisor) startBackend(svc config.Service, log zerolog.Logger) *backe
 		Endpoint: svc.BackendEndpoint,
 		Verify:   svc.Verify,
 		Instance: "private:" + svc.Name,
-		Registry: s.registry,
-		Hasher:   s.hasher,
-		Log:      log,
+		// Handoff is wired by the registered backend: it issues tokens only when set.
+		HandoffEndpoint: svc.HandoffEndpoint,
+		Registry:        s.registry,
+		Hasher:          s.hasher,
+		Log:             log,
 	})
 	ctx, cancel := context.WithCancel(s.ctx)
 	br := &backendRun{b: b, cancel: cancel, done: make(chan struct{})}
