@@ -74,10 +74,3 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, "\n`broker COMMAND --help` describes a command's flags.\n")
 }
 
-// notYet stands in for a command whose owner has not landed it yet.
-func notYet(name string) func(context.Context, []string, io.Writer, io.Writer) int {
-	return func(_ context.Context, _ []string, _, stderr io.Writer) int {
-		fmt.Fprintf(stderr, "broker %s: not implemented yet\n", name)
-		return exitFailure
-	}
-}
