@@ -73,4 +73,3 @@ func usage(w io.Writer) {
 	}
 	fmt.Fprint(w, "\n`broker COMMAND --help` describes a command's flags.\n")
 }
-
