@@ -24,13 +24,13 @@ import (
 )
 
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string // short: sockets live here
 	cfgPath string
 	defDir  string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	dir, err := os.MkdirTemp("/tmp", "rpbsup")
 	if err != nil {
@@ -98,7 +98,7 @@ func (e *env) start() *running {
 	return r
 }
 
-func (r *running) shutdown(t *testing.T) {
+func (r *running) shutdown(t testing.TB) {
 	r.stop()
 	select {
 	case err, ok := <-r.done:
@@ -114,7 +114,7 @@ func (r *running) shutdown(t *testing.T) {
 }
 
 // startBackend runs the test binary as a separate echo backend process at endpoint.
-func startBackend(t *testing.T, endpoint string) *exec.Cmd {
+func startBackend(t testing.TB, endpoint string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envEchoBackend+"="+endpoint)
@@ -151,7 +151,7 @@ func refusedCode(err error) wirepb.ErrorCode {
 	return -1
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {
