@@ -104,8 +104,14 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return errors.New("config has no services")
 	}
 	s.startLoader(s.cfg.Broker.ServicedefDir)
+	fdDone := make(chan struct{})
+	go func() {
+		defer close(fdDone)
+		s.watchFDs(runCtx, time.Second)
+	}()
+	defer func() { cancel(); <-fdDone }()
 	for _, svc := range s.cfg.Services {
-		s.runners[svc.Name] = s.startRunner(svc)
+		s.setRunner(svc.Name, s.startRunner(svc))
 	}
 	s.log.Info().Int("services", len(s.cfg.Services)).Str("config", s.cfg.Path).Msg("broker started")
 	for {
