@@ -354,3 +354,32 @@ func TestShutdownRemovesSocketsAndRefusesDuringDrain(t *testing.T) {
 		t.Fatalf("socket left behind: %v", err)
 	}
 }
+
+// A backend that does not speak the identity probe can be verified by connect: the
+// endpoint accepts and its listener runs as our uid.
+func TestVerifyConnect(t *testing.T) {
+	e := newEnv(t)
+	be := filepath.Join(e.dir, "nonprobe-be.sock")
+	ln, err := net.Listen("unix", be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	e.writeConfig(registeredService("plain", "1.0.0", be, e.sock("plain")) + "verify = \"connect\"\n" +
+		registeredService("probed", "1.0.0", be, e.sock("probed")))
+	e.start()
+	waitFor(t, "connect-verified service to negotiate", negotiates(e.sock("plain"), "plain", "1.0.0"))
+	// The same endpoint fails the identity probe: it never answers a probe frame.
+	if _, err := hello(e.sock("probed"), "probed", "1.0.0"); refusedCode(err) != wirepb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED {
+		t.Fatalf("probe-verified service against a non-probe backend: %v", err)
+	}
+}
