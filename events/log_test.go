@@ -296,3 +296,16 @@ func TestOpenErrors(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkEmit(b *testing.B) {
+	l, err := Open(filepath.Join(b.TempDir(), "events.log"), Options{MaxBytes: 1 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	e := Event{Kind: wirepb.EventKind_HELLO_ACCEPTED, Service: "svc", Version: "1.2.3", RequestID: "req-1",
+		ConnectionID: 7, Reason: "negotiated", Extra: map[string]string{"protocol": "1"}}
+	for b.Loop() {
+		l.Emit(e)
+	}
+}
