@@ -50,6 +50,7 @@ func (s *Supervisor) startLoader(dir string) {
 					return
 				}
 				s.metrics.servicedefChanges.WithLabelValues(c.Kind.String()).Inc()
+				s.servicedefEvent(c)
 			case <-done:
 				return
 			}

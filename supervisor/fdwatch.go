@@ -2,7 +2,11 @@ package supervisor
 
 import (
 	"context"
+	"fmt"
 	"time"
+
+	"github.com/rpbroker/broker/events"
+	"github.com/rpbroker/broker/wire/wirepb"
 )
 
 // Demote before the wall: at 95% of RLIMIT_NOFILE Hellos get FD_PRESSURE; release below
@@ -41,6 +45,8 @@ func (s *Supervisor) watchFDs(ctx context.Context, every time.Duration) {
 			if !high {
 				ev = s.log.Info()
 			}
+			s.emit(events.Event{Kind: wirepb.EventKind_RESOURCE_PRESSURE,
+				Reason: fmt.Sprintf("fd usage %.2f of RLIMIT_NOFILE; demoted=%t", ratio, high)})
 			ev.Float64("fd_usage_ratio", ratio).Bool("demoted", high).Str("event", "resource_pressure").
 				Msg("file descriptor pressure changed")
 		}

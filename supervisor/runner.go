@@ -182,6 +182,7 @@ func (s *Supervisor) adminFor(svc config.Service, socket string) *admin.Handler 
 		Registry: s.registry,
 		Metrics:  s.metrics.render,
 		Config:   s.effectiveConfig,
+		Events:   s.recentEvents,
 		Extra:    s.statusExtra,
 	}
 }

@@ -8,12 +8,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/rpbroker/broker/config"
+	"github.com/rpbroker/broker/events"
 	"github.com/rpbroker/broker/identity"
 	"github.com/rpbroker/broker/registry"
 	"github.com/rpbroker/broker/serve"
@@ -39,6 +41,8 @@ type Supervisor struct {
 	hasher   *identity.Hasher
 	defs     *defsView
 	metrics  *metrics
+	events   *events.Log // nil when the event log could not be opened
+	pid      int
 
 	// Owned by the Run goroutine.
 	ctx     context.Context
@@ -79,8 +83,9 @@ func New(o Options) (*Supervisor, error) {
 		reloads:  make(chan chan ReloadResult),
 		shutdown: make(chan struct{}),
 	}
+	s.pid = os.Getpid()
 	s.metrics = newMetrics(s)
-	s.shared = serve.NewShared(serve.NewRateLimiter(cfg.Broker.HelloRateLimit, time.Second, nil), s.metrics)
+	s.shared = serve.NewShared(serve.NewRateLimiter(cfg.Broker.HelloRateLimit, time.Second, nil), observer{s})
 	s.defs = &defsView{}
 	return s, nil
 }
@@ -103,6 +108,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if s.cfg.Services == nil {
 		return errors.New("config has no services")
 	}
+	s.openEvents(s.cfg.Broker.EventLog)
+	defer func() {
+		if s.events != nil {
+			s.events.Close()
+		}
+	}()
 	s.startLoader(s.cfg.Broker.ServicedefDir)
 	fdDone := make(chan struct{})
 	go func() {

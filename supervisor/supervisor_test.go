@@ -19,6 +19,7 @@ import (
 
 	"github.com/rpbroker/broker/client"
 	"github.com/rpbroker/broker/config"
+	"github.com/rpbroker/broker/events"
 	"github.com/rpbroker/broker/servicedef"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
@@ -312,6 +313,23 @@ func TestServicedefDroppedInIsSeenByNextHello(t *testing.T) {
 		_, err := hello(e.sock("svc"), "svc", "1.0.0")
 		return refusedCode(err) == wirepb.ErrorCode_ERROR_VERSION_BLOCKED
 	})
+
+	// Both the load and the refusal are lifecycle events, on disk and in DUMP.
+	evs, err := events.ReadFile(filepath.Join(e.dir, "broker-events.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[wirepb.EventKind]bool{}
+	for _, ev := range evs {
+		kinds[ev.Kind] = true
+	}
+	if !kinds[wirepb.EventKind_SERVICE_DEF_LOADED] || !kinds[wirepb.EventKind_HELLO_REFUSED] {
+		t.Fatalf("event log kinds %v; want SERVICE_DEF_LOADED and HELLO_REFUSED", kinds)
+	}
+	dump, err := client.Admin(context.Background(), e.sock("svc"), &wirepb.AdminRequest{Verb: wirepb.AdminVerb_DUMP})
+	if err != nil || !strings.Contains(dump.Body, `"kind": "SERVICE_DEF_LOADED"`) {
+		t.Fatalf("DUMP lacks the recent events: %v\n%s", err, dump.GetBody())
+	}
 }
 
 func TestBindFailureDoesNotStopOtherServices(t *testing.T) {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"maps"
-	"os"
 	"path/filepath"
 	"slices"
 	"text/tabwriter"
@@ -16,7 +15,6 @@ import (
 	"github.com/rpbroker/broker/config"
 	"github.com/rpbroker/broker/names"
 	"github.com/rpbroker/broker/servicedef"
-	"github.com/rpbroker/broker/wire/wirepb"
 )
 
 const checkUsage = `usage: broker check -c FILE
@@ -141,18 +139,15 @@ func checkServicedefs(w io.Writer, cfg *config.Config) []string {
 	var problems []string
 	for _, name := range slices.Sorted(maps.Keys(launched)) {
 		p := filepath.Join(dir, name+servicedef.Ext)
-		b, err := readSmall(p)
-		if errors.Is(err, fs.ErrNotExist) {
+		def, err := servicedef.Load(p)
+		switch {
+		case errors.Is(err, fs.ErrNotExist) && !launched[name]:
+			fmt.Fprintf(tw, "  %s\tnot installed: optional for a registered service (no version policy)\n", name)
+			continue
+		case errors.Is(err, fs.ErrNotExist):
 			fmt.Fprintf(tw, "  %s\tnot installed: Hellos for it get SERVICE_UNKNOWN until %s exists\n", name, p)
 			continue
-		}
-		var def *wirepb.ServiceDefinition
-		if err == nil {
-			def, err = servicedef.Decode(p, b)
-		} else {
-			err = fmt.Errorf("servicedef %s: %w", p, err)
-		}
-		if err != nil {
+		case err != nil:
 			problems = append(problems, err.Error())
 			fmt.Fprintf(tw, "  %s\tINVALID (below)\n", name)
 			continue
@@ -164,17 +159,4 @@ func checkServicedefs(w io.Writer, cfg *config.Config) []string {
 		fmt.Fprintf(tw, "  %s\tok: %s, binary %s%s\n", name, def.GetIsolation(), def.GetBinaryPath(), note)
 	}
 	return problems
-}
-
-func readSmall(p string) ([]byte, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, servicedef.MaxFileSize+1))
-	if err == nil && len(b) > servicedef.MaxFileSize {
-		err = fmt.Errorf("larger than %d bytes", servicedef.MaxFileSize)
-	}
-	return b, err
 }

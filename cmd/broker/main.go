@@ -38,6 +38,7 @@ func commands() []command {
 		{"admin", "send one admin verb to a control socket", runAdmin},
 		{"hello", "send one Hello and print Negotiated or the refusal", runHello},
 		{"servicedef", "encode, decode, validate and install .servicedef files", runServicedef},
+		{"doctor", "read-only checks of dirs, modes, sockets, servicedefs and backends", runDoctor},
 		{"version", "print the broker, protocol and framing versions", runVersion},
 	}
 }

@@ -1,0 +1,67 @@
+package supervisor
+
+import (
+	"fmt"
+
+	"github.com/rpbroker/broker/events"
+	"github.com/rpbroker/broker/serve"
+	"github.com/rpbroker/broker/servicedef"
+	"github.com/rpbroker/broker/wire/wirepb"
+)
+
+// openEvents opens the lifecycle event log. A log that cannot be opened is reported and
+// the broker runs without it: events are diagnostics, not a reason to refuse service.
+func (s *Supervisor) openEvents(path string) {
+	l, err := events.Open(path, events.Options{BrokerInstance: fmt.Sprintf("broker:%d", s.pid)})
+	if err != nil {
+		s.log.Error().Err(err).Msg("lifecycle event log unavailable; continuing without it")
+		return
+	}
+	s.events = l
+}
+
+func (s *Supervisor) emit(e events.Event) {
+	if s.events != nil {
+		s.events.Emit(e)
+	}
+}
+
+func (s *Supervisor) recentEvents() []any {
+	if s.events == nil {
+		return nil
+	}
+	return s.events.RecentJSON()
+}
+
+// servicedefEvent records one loader change (SERVICE_DEF_LOADED / _CHANGED).
+func (s *Supervisor) servicedefEvent(c servicedef.Change) {
+	e := events.Event{Kind: wirepb.EventKind_SERVICE_DEF_CHANGED, Service: c.Service, Reason: c.Kind.String()}
+	switch c.Kind {
+	case servicedef.Loaded:
+		e.Kind = wirepb.EventKind_SERVICE_DEF_LOADED
+	case servicedef.Rejected:
+		e.Severity = events.SeverityWarn
+		if c.Err != nil {
+			e.Reason = "rejected: " + c.Err.Error()
+		}
+	case servicedef.Resync:
+		return
+	}
+	s.emit(e)
+}
+
+// observer fans a Hello outcome out to the metrics and, for refusals, the event log.
+// Accepted Hellos are counted, not written to disk: one write per Hello would cost more
+// than the Hello itself.
+type observer struct{ s *Supervisor }
+
+func (o observer) HelloDone(h serve.HelloOutcome) {
+	o.s.metrics.HelloDone(h)
+	if h.Code == wirepb.ErrorCode_ERROR_CODE_UNSPECIFIED {
+		return
+	}
+	o.s.emit(events.Event{
+		Kind: wirepb.EventKind_HELLO_REFUSED, Service: h.Service, Version: h.Version,
+		RequestID: h.RequestID, Reason: h.Code.String() + ": " + h.Reason,
+	})
+}
