@@ -95,7 +95,7 @@ func TestRunCheck(t *testing.T) {
 				"broker.toml: ok",
 			}},
 		{name: "long flag and missing servicedef", args: func(c string) []string { return []string{"--config=" + c} }, code: 0,
-			stdout: []string{"echo  not installed: Hellos for it get SERVICE_UNKNOWN"}},
+			stdout: []string{"echo  not installed: optional for a registered service"}},
 		{name: "invalid servicedef", code: 1,
 			setup: func(t *testing.T, d string) {
 				writeDef(t, d, "echo.servicedef", goodDef("echo"))
