@@ -20,7 +20,6 @@ type runner struct {
 	log      zerolog.Logger
 	settings atomic.Pointer[serve.Settings]
 	loop     atomic.Pointer[serve.Loop]
-	bound    chan struct{} // closed once the socket is bound the first time
 
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -45,10 +44,9 @@ func (b *backendRun) stop() {
 // startRunner starts the goroutine that binds and serves svc.
 func (s *Supervisor) startRunner(svc config.Service) *runner {
 	r := &runner{
-		svc:   svc,
-		log:   s.log.With().Str("service", svc.Name).Logger(),
-		bound: make(chan struct{}),
-		done:  make(chan struct{}),
+		svc:  svc,
+		log:  s.log.With().Str("service", svc.Name).Logger(),
+		done: make(chan struct{}),
 	}
 	r.backend = s.startBackend(svc, r.log)
 	set := s.settingsFor(svc, r.backend)
@@ -89,11 +87,6 @@ func (s *Supervisor) serve(ctx context.Context, r *runner, svc config.Service) {
 			OnShutdown: s.requestShutdown,
 		})
 		r.loop.Store(loop)
-		select {
-		case <-r.bound:
-		default:
-			close(r.bound)
-		}
 		r.log.Info().Str("socket", svc.Socket).Str("mode", svc.Mode).Msg("serving")
 		err = loop.Run(ctx)
 		r.loop.Store(nil)

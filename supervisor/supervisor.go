@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -53,6 +54,7 @@ type Supervisor struct {
 	reloads  chan chan ReloadResult
 	shutdown chan struct{}
 	stopOnce sync.Once
+	started  atomic.Bool
 
 	statusMu   sync.Mutex
 	lastReload ReloadResult
@@ -90,24 +92,16 @@ func New(o Options) (*Supervisor, error) {
 	return s, nil
 }
 
-// Shared exposes the broker-wide serve state (for tests and the CLI).
-func (s *Supervisor) Shared() *serve.Shared { return s.shared }
-
-// Config returns the config in force. Safe only from the Run goroutine or after Run.
-func (s *Supervisor) Config() *config.Config { return s.cfg }
-
 // Run starts every service and serves until ctx ends or a shutdown is requested; then it
 // drains within shutdown_grace and returns.
 func (s *Supervisor) Run(ctx context.Context) error {
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("supervisor: Run called twice")
+	}
+	// Loops and backends live until stop says so, not until ctx ends: the drain needs them.
 	runCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s.ctx = runCtx
-	if s.shared.Draining() {
-		return errors.New("supervisor already stopped")
-	}
-	if s.cfg.Services == nil {
-		return errors.New("config has no services")
-	}
 	s.openEvents(s.cfg.Broker.EventLog)
 	defer func() {
 		if s.events != nil {
@@ -153,22 +147,6 @@ func (s *Supervisor) Reload(ctx context.Context) ReloadResult {
 	case <-ctx.Done():
 		return ReloadResult{Err: ctx.Err()}
 	}
-}
-
-// WaitBound waits until every service present at start has bound its socket once.
-func (s *Supervisor) WaitBound(ctx context.Context, names ...string) error {
-	for _, n := range names {
-		r, ok := s.runnerByName(n)
-		if !ok {
-			return fmt.Errorf("no service %q", n)
-		}
-		select {
-		case <-r.bound:
-		case <-ctx.Done():
-			return fmt.Errorf("service %q: socket not bound: %w", n, ctx.Err())
-		}
-	}
-	return nil
 }
 
 func (s *Supervisor) requestShutdown() { s.stopOnce.Do(func() { close(s.shutdown) }) }
