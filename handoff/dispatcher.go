@@ -1,0 +1,324 @@
+// Package handoff passes a negotiated client connection from the broker to its backend
+// (broker.md §7, v1 wire): one sendmsg with the 16 token bytes and the client fd as
+// SCM_RIGHTS on a handoff connection, the 0xD0FF offer, the backend's ack, then the
+// handoff-ready EVENT relayed to the client.
+//
+// Speed comes from keeping dials off the critical path: a Dispatcher keeps a few verified
+// spare connections to the backend's handoff endpoint, dialled ahead of demand by its own
+// Run goroutine. v1 backends expect one exchange per connection, so each spare serves one
+// handoff and is closed.
+package handoff
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+// Defaults for Options.
+const (
+	DefaultSpares      = 4
+	DefaultTokenTTL    = 10 * time.Second
+	DefaultAckTimeout  = 5 * time.Second // v1
+	DefaultDialTimeout = 500 * time.Millisecond
+	DefaultMaxIdle     = 30 * time.Second
+	DefaultMaxInflight = 64
+)
+
+// Typed handoff failures, matchable with errors.Is. Every one of them is silent for the
+// client: its connection is closed and it reconnects through backend_pipe.
+var (
+	ErrToken          = errors.New("handoff token is unknown, already used or expired")
+	ErrNoBackend      = errors.New("no verified backend to hand off to")
+	ErrPeerUnverified = errors.New("handoff endpoint peer is not the verified backend")
+	ErrBusy           = errors.New("too many handoffs in flight")
+)
+
+// Options configure a Dispatcher for one backend handoff endpoint.
+type Options struct {
+	Endpoint string
+	// ExpectPID returns the pid of the currently verified backend, 0 while none is
+	// verified (then no fd is ever sent). nil checks only the uid; use it only where the
+	// backend's pid cannot be known.
+	ExpectPID func() int
+	// Spares is how many verified connections are kept dialled ahead of demand.
+	Spares int
+	// TokenTTL is how long an issued token stays valid; AckTimeout bounds the wait for the
+	// backend's ack; DialTimeout bounds one dial; MaxIdle retires old spares.
+	TokenTTL, AckTimeout, DialTimeout, MaxIdle time.Duration
+	// MaxInflight caps concurrent handoffs. Each one holds a broker connection slot until
+	// the ack arrives (AckTimeout at worst); past the cap, handoffs fall back at once.
+	MaxInflight int
+	Log         zerolog.Logger
+}
+
+// Stats count what a Dispatcher did, for tests and status output.
+type Stats struct {
+	Handoffs, Failures uint64
+	Spares             int
+	Tokens             int
+}
+
+// Dispatcher hands clients off to one backend endpoint. Run owns the spare pool; Issue
+// and Handoff are safe from any goroutine.
+type Dispatcher struct {
+	o    Options
+	euid uint32
+	tok  *tokens
+	kick chan struct{}
+
+	inflight atomic.Int64
+	handoffs atomic.Uint64
+	failures atomic.Uint64
+
+	mu     sync.Mutex
+	pool   []spare
+	closed bool
+}
+
+// spare is a verified, unused connection to the handoff endpoint.
+type spare struct {
+	c   *net.UnixConn
+	pid int
+	at  time.Time
+}
+
+// New returns a Dispatcher; call Run to keep spares ready (Handoff works without, dialling
+// inline).
+func New(o Options) *Dispatcher {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.TokenTTL, DefaultTokenTTL)
+	def(&o.AckTimeout, DefaultAckTimeout)
+	def(&o.DialTimeout, DefaultDialTimeout)
+	def(&o.MaxIdle, DefaultMaxIdle)
+	if o.Spares <= 0 {
+		o.Spares = DefaultSpares
+	}
+	if o.MaxInflight <= 0 {
+		o.MaxInflight = DefaultMaxInflight
+	}
+	return &Dispatcher{o: o, euid: uint32(os.Geteuid()), tok: newTokens(o.TokenTTL), kick: make(chan struct{}, 1)}
+}
+
+// Endpoint is the backend handoff endpoint.
+func (d *Dispatcher) Endpoint() string { return d.o.Endpoint }
+
+// Issue returns a fresh one-time token, or nil when none can be issued (too many
+// outstanding): the client then gets no token and uses backend_pipe.
+func (d *Dispatcher) Issue() []byte { return d.tok.issue(time.Now()) }
+
+// Kick asks Run to refill the pool now (e.g. a backend was just verified).
+func (d *Dispatcher) Kick() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Stats returns counters and the current pool size.
+func (d *Dispatcher) Stats() Stats {
+	d.mu.Lock()
+	n := len(d.pool)
+	d.mu.Unlock()
+	return Stats{Handoffs: d.handoffs.Load(), Failures: d.failures.Load(), Spares: n, Tokens: d.tok.outstanding()}
+}
+
+// Run keeps the spare pool full until ctx is cancelled, then closes every spare.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	defer d.closeAll()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var backoff time.Duration
+	var lastErr string
+	for {
+		var retry *time.Timer
+		var retryC <-chan time.Time
+		if err := d.fill(ctx); err != nil && ctx.Err() == nil {
+			if msg := err.Error(); msg != lastErr {
+				d.o.Log.Warn().Err(err).Str("endpoint", d.o.Endpoint).Msg("handoff endpoint unavailable; retrying")
+				lastErr = msg
+			}
+			backoff = min(max(2*backoff, 20*time.Millisecond), 2*time.Second)
+			retry = time.NewTimer(backoff)
+			retryC = retry.C
+		} else {
+			backoff, lastErr = 0, ""
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.kick:
+		case <-retryC:
+		case now := <-tick.C:
+			d.tok.sweep(now)
+		}
+		if retry != nil {
+			retry.Stop()
+		}
+	}
+}
+
+// fill drops spares that are no longer usable and dials until the pool is full.
+func (d *Dispatcher) fill(ctx context.Context) error {
+	expect, ok := d.expect()
+	now := time.Now()
+	d.mu.Lock()
+	keep := d.pool[:0]
+	var drop []spare
+	for _, s := range d.pool {
+		if ok && d.usable(s, expect, now) {
+			keep = append(keep, s)
+		} else {
+			drop = append(drop, s)
+		}
+	}
+	clear(d.pool[len(keep):])
+	d.pool = keep
+	missing := d.o.Spares - len(d.pool)
+	d.mu.Unlock()
+	for _, s := range drop {
+		s.c.Close()
+	}
+	if !ok {
+		return nil // no verified backend: nothing may be dialled
+	}
+	for range missing {
+		c, pid, err := d.dial(ctx, expect)
+		if err != nil {
+			return err
+		}
+		if !d.put(spare{c: c, pid: pid, at: time.Now()}) {
+			return nil
+		}
+	}
+	return nil
+}
+
+func (d *Dispatcher) put(s spare) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed || len(d.pool) >= d.o.Spares {
+		s.c.Close()
+		return false
+	}
+	d.pool = append(d.pool, s)
+	return true
+}
+
+func (d *Dispatcher) closeAll() {
+	d.mu.Lock()
+	pool := d.pool
+	d.pool, d.closed = nil, true
+	d.mu.Unlock()
+	for _, s := range pool {
+		s.c.Close()
+	}
+}
+
+// expect returns the pid a handoff peer must have (-1: any of our uid) and whether any
+// peer may be used at all.
+func (d *Dispatcher) expect() (int, bool) {
+	if d.o.ExpectPID == nil {
+		return -1, true
+	}
+	pid := d.o.ExpectPID()
+	return pid, pid > 0
+}
+
+// take returns a usable spare, dialling inline only when the pool is empty.
+func (d *Dispatcher) take(ctx context.Context, expect int) (*net.UnixConn, error) {
+	now := time.Now()
+	defer d.Kick()
+	for {
+		d.mu.Lock()
+		n := len(d.pool)
+		if n == 0 {
+			d.mu.Unlock()
+			break
+		}
+		s := d.pool[n-1] // newest first: least likely to have gone stale
+		d.pool[n-1] = spare{}
+		d.pool = d.pool[:n-1]
+		d.mu.Unlock()
+		if d.usable(s, expect, now) {
+			return s.c, nil
+		}
+		s.c.Close()
+	}
+	c, _, err := d.dial(ctx, expect)
+	return c, err
+}
+
+// usable: still the verified backend, not too old, and the peer has neither closed nor
+// written anything (a spare never carries data before the offer).
+func (d *Dispatcher) usable(s spare, expect int, now time.Time) bool {
+	if (expect >= 0 && s.pid != expect) || now.Sub(s.at) > d.o.MaxIdle {
+		return false
+	}
+	rc, err := s.c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	quiet := false
+	rc.Control(func(fd uintptr) {
+		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+		n, err := unix.Poll(p, 0)
+		quiet = err == nil && n == 0
+	})
+	return quiet
+}
+
+// dial connects to the handoff endpoint and verifies the listening process: our uid and,
+// when known, the verified backend's pid. An unverified peer is closed before anything
+// is written to it.
+func (d *Dispatcher) dial(ctx context.Context, expect int) (*net.UnixConn, int, error) {
+	dctx, cancel := context.WithTimeout(ctx, d.o.DialTimeout)
+	defer cancel()
+	var nd net.Dialer
+	c, err := nd.DialContext(dctx, "unix", d.o.Endpoint)
+	if err != nil {
+		return nil, 0, fmt.Errorf("handoff endpoint %s: %w", d.o.Endpoint, err)
+	}
+	uc := c.(*net.UnixConn)
+	cred, err := peerCred(uc)
+	if err != nil {
+		uc.Close()
+		return nil, 0, fmt.Errorf("handoff endpoint %s: peer credentials: %w", d.o.Endpoint, err)
+	}
+	if cred.Uid != d.euid {
+		uc.Close()
+		return nil, 0, fmt.Errorf("handoff endpoint %s: listener uid %d, want %d: %w", d.o.Endpoint, cred.Uid, d.euid, ErrPeerUnverified)
+	}
+	if expect >= 0 && int(cred.Pid) != expect {
+		uc.Close()
+		return nil, 0, fmt.Errorf("handoff endpoint %s: listener pid %d, verified backend pid %d: %w", d.o.Endpoint, cred.Pid, expect, ErrPeerUnverified)
+	}
+	return uc, int(cred.Pid), nil
+}
+
+func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	return cred, cerr
+}
