@@ -34,7 +34,9 @@ const DefaultPeekTimeout = 200 * time.Millisecond
 // their own before it closes their connections.
 const DefaultGrace = 5 * time.Second
 
-// ErrHandoffUnsupported is returned for a HandoffEndpoint until handoff (broker.md §7) lands.
+// ErrHandoffUnsupported is no longer returned: handoff is supported (handoff.go).
+//
+// Deprecated: kept so existing callers compile.
 var ErrHandoffUnsupported = errors.New("handoff is not supported yet")
 
 // Handler serves one data connection. It must return when ctx is cancelled (or when conn
@@ -58,9 +60,12 @@ type Options struct {
 	Tracestate     string
 	IsDaemon       bool
 
-	// HandoffEndpoint is reserved for connection handoff (broker.md §7); it must be empty
-	// for now.
+	// HandoffEndpoint, when set, is bound (mode 0600) next to Endpoint: the broker passes
+	// negotiated client connections there (broker.md §7) and they reach the same Handler.
 	HandoffEndpoint string
+	// AcceptHandoff, if set, may decline a handoff by its token; a declined client
+	// reconnects through the backend pipe.
+	AcceptHandoff func(token []byte) bool
 
 	// PeekTimeout overrides DefaultPeekTimeout; Grace overrides DefaultGrace.
 	PeekTimeout time.Duration
@@ -79,6 +84,8 @@ type Server struct {
 
 	mu       sync.Mutex
 	ln       *net.UnixListener
+	hln      *net.UnixListener // handoff listener, nil without HandoffEndpoint
+	seen     tokenSet
 	endpoint string
 	self     *wirepb.DaemonProcess
 	served   bool
@@ -88,9 +95,6 @@ type Server struct {
 func New(opts Options) (*Server, error) {
 	if opts.Endpoint == "" && opts.ListenerFD == 0 {
 		return nil, errors.New("backend: no endpoint and no inherited listener")
-	}
-	if opts.HandoffEndpoint != "" {
-		return nil, fmt.Errorf("backend: handoff endpoint %s: %w", opts.HandoffEndpoint, ErrHandoffUnsupported)
 	}
 	s := &Server{opts: opts, peekTimeout: opts.PeekTimeout, grace: opts.Grace}
 	if s.peekTimeout <= 0 {
@@ -157,7 +161,14 @@ func (s *Server) Listen() error {
 		ln.Close()
 		return fmt.Errorf("backend: %w", err)
 	}
-	s.ln, s.endpoint, s.self = ln, endpoint, self
+	var hln *net.UnixListener
+	if s.opts.HandoffEndpoint != "" {
+		if hln, err = bind(s.opts.HandoffEndpoint); err != nil {
+			ln.Close()
+			return fmt.Errorf("backend: handoff endpoint: %w", err)
+		}
+	}
+	s.ln, s.hln, s.endpoint, s.self = ln, hln, endpoint, self
 	return nil
 }
 
@@ -169,6 +180,9 @@ func (s *Server) Close() error {
 	s.served = true
 	if s.ln == nil {
 		return nil
+	}
+	if s.hln != nil {
+		s.hln.Close()
 	}
 	return s.ln.Close()
 }
@@ -188,7 +202,7 @@ func (s *Server) Serve(ctx context.Context, h Handler) error {
 		return errors.New("backend: server already served")
 	}
 	s.served = true
-	ln := s.ln
+	ln, hln := s.ln, s.hln
 	s.mu.Unlock()
 	defer ln.Close()
 
@@ -199,6 +213,18 @@ func (s *Server) Serve(ctx context.Context, h Handler) error {
 
 	var wg sync.WaitGroup
 	var open connSet
+	var herr error
+	var hwg sync.WaitGroup
+	if hln != nil {
+		defer hln.Close()
+		hstop := context.AfterFunc(ctx, func() { hln.Close() })
+		defer hstop()
+		hwg.Go(func() {
+			herr = s.acceptLoop(ctx, hln, func(c net.Conn) {
+				wg.Go(func() { s.serveHandoff(connCtx, c.(*net.UnixConn), h, &open) })
+			})
+		})
+	}
 	err := s.acceptLoop(ctx, ln, func(c net.Conn) {
 		open.add(c)
 		wg.Go(func() {
@@ -207,6 +233,11 @@ func (s *Server) Serve(ctx context.Context, h Handler) error {
 		})
 	})
 	ln.Close()
+	if hln != nil {
+		hln.Close()
+		hwg.Wait()
+		err = errors.Join(err, herr)
+	}
 	cancelConns()
 	s.drain(&wg, &open)
 	return err
