@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/rpbroker/broker/handoff"
 	"github.com/rpbroker/broker/identity"
 	"github.com/rpbroker/broker/registry"
 	"github.com/rpbroker/broker/serve"
@@ -34,11 +36,16 @@ type Options struct {
 	Endpoint string
 	Verify   string
 	Instance string // registry instance id, e.g. private:<service>
-	// HandoffEndpoint is the backend's handoff socket; empty disables handoff.
+	// HandoffEndpoint is the backend's handoff socket; empty disables handoff. When set,
+	// clients that set capability bit 0 get a token, and their connection is passed to
+	// the backend after Negotiated (only ever to the verified backend's pid).
 	HandoffEndpoint string
-	Registry        *registry.Registry
-	Hasher          *identity.Hasher
-	Log             zerolog.Logger
+	// Handoff tunes the dispatcher (spares, timeouts); Endpoint, ExpectPID and Log are
+	// filled in here.
+	Handoff  handoff.Options
+	Registry *registry.Registry
+	Hasher   *identity.Hasher
+	Log      zerolog.Logger
 	// MinBackoff and MaxBackoff bound the re-probe interval while the backend is down.
 	MinBackoff, MaxBackoff time.Duration
 }
@@ -49,6 +56,7 @@ type Backend struct {
 	o    Options
 	cur  atomic.Pointer[registry.Backend]
 	kick chan struct{}
+	disp *handoff.Dispatcher // nil without a handoff endpoint
 }
 
 // New returns a Backend; call Run to start verifying it.
@@ -65,8 +73,28 @@ func New(o Options) *Backend {
 	if o.Hasher == nil {
 		o.Hasher = &identity.Hasher{}
 	}
-	return &Backend{o: o, kick: make(chan struct{}, 1)}
+	b := &Backend{o: o, kick: make(chan struct{}, 1)}
+	if o.HandoffEndpoint != "" {
+		ho := o.Handoff
+		ho.Endpoint = o.HandoffEndpoint
+		ho.ExpectPID = b.verifiedPID
+		ho.Log = o.Log.With().Str("handoff_endpoint", o.HandoffEndpoint).Logger()
+		b.disp = handoff.New(ho)
+	}
+	return b
 }
+
+// verifiedPID is the pid a handoff peer must have: the live verified backend's, else 0
+// (no fd leaves the broker).
+func (b *Backend) verifiedPID() int {
+	if cur := b.Current(); cur != nil {
+		return cur.PID
+	}
+	return 0
+}
+
+// Dispatcher is the handoff dispatcher, nil when handoff is off.
+func (b *Backend) Dispatcher() *handoff.Dispatcher { return b.disp }
 
 // Current returns the verified live backend, or nil.
 func (b *Backend) Current() *registry.Backend {
@@ -91,7 +119,19 @@ func (b *Backend) Route(_ context.Context, req *serve.Request) (serve.Route, err
 		return serve.Route{}, wire.Refuse(wirepb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED, wire.ReasonNotRegistered, wire.RetryBackend)
 	}
 	cur.Touch(time.Now())
-	return serve.Route{Pipe: b.o.Endpoint, Version: b.o.Version}, nil
+	r := serve.Route{Pipe: b.o.Endpoint, Version: b.o.Version}
+	if b.disp != nil && req.Hello.ClientCapabilities&wire.CapHandlePassing != 0 {
+		if tok := b.disp.Issue(); tok != nil {
+			service := req.Hello.ServiceName
+			r.Token = tok
+			r.AfterReply = func(ctx context.Context, conn *net.UnixConn, n *wirepb.Negotiated) {
+				// Runs on the connection's goroutine: the slot stays held until the ack
+				// (bounded by the ack timeout and the dispatcher's in-flight cap).
+				b.disp.Handoff(ctx, conn, n.HandlePassedToken, n.ConnectionId, service)
+			}
+		}
+	}
+	return r, nil
 }
 
 func (b *Backend) nudge() {
@@ -106,6 +146,11 @@ func (b *Backend) nudge() {
 func (b *Backend) Run(ctx context.Context) error {
 	log := b.o.Log
 	defer b.clear()
+	if b.disp != nil {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Go(func() { b.disp.Run(ctx) })
+	}
 	backoff := time.Duration(0)
 	var lastErr string
 	for ctx.Err() == nil {
@@ -122,6 +167,9 @@ func (b *Backend) Run(ctx context.Context) error {
 		backoff, lastErr = 0, ""
 		b.cur.Store(be)
 		b.o.Registry.Add(be)
+		if b.disp != nil {
+			b.disp.Kick() // dial spares to the newly verified backend now
+		}
 		log.Info().Int("pid", be.PID).Str("endpoint", b.o.Endpoint).Str("version", b.o.Version).
 			Str("event", "backend_up").Msg("registered backend verified")
 		b.watch(ctx, be)
