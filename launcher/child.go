@@ -44,7 +44,7 @@ type child struct {
 	// ctx ends after exited closes or when the Manager stops: it cuts a probe short.
 	ctx    context.Context
 	cancel context.CancelFunc
-	status string        // exit status, set before exited closes
+	status string // exit status, set before exited closes
 
 	reason   atomic.Int32
 	failWhy  atomic.Pointer[string] // why a failed spawn was stopped
