@@ -1,0 +1,151 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rpbroker/broker/wire"
+	"github.com/rpbroker/broker/wire/wirepb"
+)
+
+// minRetryWait is the wait after a retryable refusal that carried no retry_after.
+const minRetryWait = 10 * time.Millisecond
+
+// maxEventBody caps the handoff-ready EVENT; it is a few dozen bytes.
+const maxEventBody = 64 << 10
+
+// Connect negotiates service at version with the broker on socket and returns a data
+// connection to the backend: the adopted control connection after a handoff (WithHandoff)
+// or a new connection to backend_pipe. A refusal is a *RefusedError.
+func Connect(ctx context.Context, socket, service, version string, opts ...Option) (net.Conn, *wirepb.Negotiated, error) {
+	o := options{handoffWait: DefaultHandoffWait}
+	for _, f := range opts {
+		f(&o)
+	}
+	key := cacheKey{socket, service, version}
+	if o.cache != nil {
+		if n := o.cache.get(key); n != nil {
+			if c, err := dialPipe(ctx, n.BackendPipe); err == nil {
+				return c, n, nil
+			}
+			o.cache.forget(key) // backend moved or died: ask the broker again
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		c, n, err := o.connectOnce(ctx, socket, service, version)
+		if err == nil {
+			if o.cache != nil {
+				o.cache.put(key, n)
+			}
+			return c, n, nil
+		}
+		var re *RefusedError
+		if !errors.As(err, &re) || attempt >= o.retries || !retryable(re.Code) {
+			return nil, nil, err
+		}
+		wait := max(re.RetryAfter, minRetryWait)
+		if dl, ok := ctx.Deadline(); ok && time.Now().Add(wait).After(dl) {
+			return nil, nil, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, nil, fmt.Errorf("%w (retry abandoned: %w)", err, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+func retryable(c wirepb.ErrorCode) bool {
+	switch c {
+	case wirepb.ErrorCode_ERROR_RATE_LIMITED, wirepb.ErrorCode_ERROR_FD_PRESSURE, wirepb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED:
+		return true
+	}
+	return false
+}
+
+// connectOnce is one Hello followed by adoption or a dial of backend_pipe.
+func (o *options) connectOnce(ctx context.Context, socket, service, version string) (net.Conn, *wirepb.Negotiated, error) {
+	h := &wirepb.Hello{ClientLibName: LibName, PeerPid: uint32(os.Getpid())}
+	if o.hello != nil {
+		o.hello(h)
+	}
+	h.ClientMinProtocol, h.ClientMaxProtocol = wire.ProtocolVersion, wire.ProtocolVersion
+	h.ServiceName, h.WantedVersion = service, version
+	h.ClientCapabilities |= o.caps
+	f, err := NewHelloFrame(h)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, reply, err := Exchange(ctx, socket, f)
+	if err != nil {
+		return nil, nil, err
+	}
+	n, err := DecodeHelloReply(reply)
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	if o.handoff && len(n.HandlePassedToken) == 16 && n.ServerCapabilities&wire.CapHandlePassing != 0 {
+		if adopted(ctx, conn, n, o.handoffWait) {
+			return conn, n, nil
+		}
+	}
+	conn.Close()
+	c, err := dialPipe(ctx, n.BackendPipe)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, n, nil
+}
+
+// adopted waits, bounded, for the handoff-ready EVENT matching n and leaves conn ready
+// for data when it arrives. Any other outcome (EOF when the broker gave up, a timeout, a
+// mismatching frame) reports false.
+func adopted(ctx context.Context, conn *net.UnixConn, n *wirepb.Negotiated, wait time.Duration) bool {
+	dl := time.Now().Add(wait)
+	if cd, ok := ctx.Deadline(); ok && cd.Before(dl) {
+		dl = cd
+	}
+	conn.SetReadDeadline(dl)
+	body, err := wire.ReadFrameBody(conn, maxEventBody)
+	if err != nil {
+		return false
+	}
+	var f wirepb.Frame
+	var ack wirepb.HandoffAck
+	if proto.Unmarshal(body, &f) != nil || f.Kind != wirepb.FrameKind_EVENT ||
+		f.PayloadProtocol != wire.ProtoHandoff || proto.Unmarshal(f.Payload, &ack) != nil {
+		return false
+	}
+	if !ack.Accepted || !bytes.Equal(ack.Token, n.HandlePassedToken) || ack.CorrelationId != n.ConnectionId {
+		return false
+	}
+	conn.SetDeadline(time.Time{})
+	return true
+}
+
+func dialPipe(ctx context.Context, pipe string) (net.Conn, error) {
+	if pipe == "" {
+		return nil, errors.New("negotiated without backend_pipe")
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
+		defer cancel()
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", pipe)
+	if err != nil {
+		return nil, fmt.Errorf("connect to backend %s: %w", pipe, err)
+	}
+	return c, nil
+}
