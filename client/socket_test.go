@@ -49,4 +49,3 @@ func TestDefaultSocket(t *testing.T) {
 		t.Errorf("without XDG_RUNTIME_DIR: %q, %v; want %q", got, err, want)
 	}
 }
-
