@@ -1,0 +1,114 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rpbroker/broker/client"
+	"github.com/rpbroker/broker/handoff"
+	"github.com/rpbroker/broker/handoff/handofftest"
+)
+
+// The broker (this process) must not leak a descriptor on any handoff path: 1,000
+// handoffs, accepted, declined by the backend and timed out for lack of an ack.
+func TestHandoffFDsStable(t *testing.T) {
+	dir := handofftest.ShortDir(t)
+	bes := []*handofftest.Backend{
+		handofftest.Spawn(t, handofftest.Echo, dir, -1),
+		handofftest.Spawn(t, handofftest.Reject, dir, -1),
+		handofftest.Spawn(t, handofftest.NoAck, dir, -1),
+	}
+	var brokers []*broker
+	for _, be := range bes {
+		be.Ready(t)
+		brokers = append(brokers, startBroker(t, be, brokerOpts{handoff: true, ho: handoff.Options{AckTimeout: 30 * time.Millisecond}}))
+	}
+	// Quiescent means: every pool full, no handoff or connection in flight.
+	settle := func() int {
+		for _, b := range brokers {
+			d := b.rb.Dispatcher()
+			waitUntil(t, "pool refilled", func() bool { return d.Stats().Spares == handoff.DefaultSpares })
+		}
+		return handofftest.OpenFDs(t)
+	}
+	// Warm up: the runtime opens a few descriptors of its own on first use.
+	connectMany(t, brokers, 30)
+	before := settle()
+
+	const total = 1000
+	connectMany(t, brokers, total)
+
+	deadline := time.Now().Add(10 * time.Second)
+	after := settle()
+	for after != before && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+		after = settle()
+	}
+	var handed, failed uint64
+	for _, b := range brokers {
+		st := b.rb.Dispatcher().Stats()
+		handed += st.Handoffs
+		failed += st.Failures
+		if st.Tokens != 0 {
+			t.Errorf("%d tokens left outstanding", st.Tokens)
+		}
+	}
+	t.Logf("open fds %d before, %d after; %d handoffs, %d failures", before, after, handed, failed)
+	if after != before {
+		t.Fatalf("open fds %d before, %d after %d handoffs", before, after, total)
+	}
+	if handed+failed != total+30 || failed < 50 {
+		t.Fatalf("%d handoffs, %d failures", handed, failed)
+	}
+}
+
+// connectMany runs n handoff Connects spread over the brokers (mostly the accepting
+// one; every 20th to the one that never acks), four at a time.
+func connectMany(t *testing.T, brokers []*broker, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	jobs := make(chan int)
+	errs := make(chan error, n)
+	for range 4 {
+		wg.Go(func() {
+			for i := range jobs {
+				b := brokers[0]
+				switch {
+				case i%20 == 19:
+					b = brokers[2]
+				case i%5 == 4:
+					b = brokers[1]
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				c, _, err := client.Connect(ctx, b.path, service, version, client.WithHandoff())
+				cancel()
+				if err != nil {
+					errs <- err
+					continue
+				}
+				msg := fmt.Sprint(i)
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				buf := make([]byte, len(msg))
+				if _, err := c.Write([]byte(msg)); err != nil {
+					errs <- err
+				} else if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
+					errs <- fmt.Errorf("echo %q, %v", buf, err)
+				}
+				c.Close()
+			}
+		})
+	}
+	for i := range n {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
