@@ -120,11 +120,16 @@ func readAnswer(r io.Reader, reqID uint64, nonce []byte) (*wirepb.DaemonProcess,
 // ProbeAndVerify probes endpoint and compares the answer with the identity the kernel
 // reports for the serving process. expectPID 0 takes the pid from SO_PEERCRED (a
 // registered backend that bound its own socket); a launcher passes its child's pid, since
-// SO_PEERCRED names whoever called listen. h may be nil (no hash cache).
+// SO_PEERCRED names whoever called listen. The listener must run as our euid. h may be
+// nil (no hash cache).
 func ProbeAndVerify(ctx context.Context, endpoint string, h *Hasher, expectPID int) (*wirepb.DaemonProcess, error) {
 	res, err := Probe(ctx, endpoint)
 	if err != nil {
 		return nil, err
+	}
+	// Clients are sent to this endpoint: a process of another user must never pass.
+	if res.PeerUID != os.Geteuid() {
+		return nil, fmt.Errorf("identity probe %s: listener uid %d, ours %d: %w", endpoint, res.PeerUID, os.Geteuid(), ErrForeignUID)
 	}
 	pid := expectPID
 	if pid == 0 {

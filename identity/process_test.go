@@ -92,8 +92,9 @@ func TestProbeAndVerifyReplacedBinary(t *testing.T) {
 	}
 }
 
-// CheckConnect rejects a listener bound by another uid. Needs root to start one.
-func TestCheckConnectForeignUID(t *testing.T) {
+// CheckConnect and ProbeAndVerify reject a listener bound by another uid. Needs root to
+// start one.
+func TestForeignUIDRejected(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run a child as nobody")
 	}
@@ -121,6 +122,9 @@ func TestCheckConnectForeignUID(t *testing.T) {
 	if res.PeerUID != 65534 || res.PeerPID != cmd.Process.Pid {
 		t.Fatalf("peer uid %d pid %d, want 65534 %d", res.PeerUID, res.PeerPID, cmd.Process.Pid)
 	}
+	// A backend of another user fails verification even though its answer is honest.
+	_, err = identity.ProbeAndVerify(context.Background(), ep, nil, 0)
+	mustIs(t, err, identity.ErrForeignUID)
 }
 
 func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
