@@ -41,10 +41,10 @@ type child struct {
 	outs     []*os.File // read ends of stdout and stderr
 
 	exited chan struct{} // closed after the child was reaped and cleaned up
+	status string        // exit status, set before exited closes
 	// ctx ends after exited closes or when the Manager stops: it cuts a probe short.
 	ctx    context.Context
 	cancel context.CancelFunc
-	status string // exit status, set before exited closes
 
 	reason   atomic.Int32
 	failWhy  atomic.Pointer[string] // why a failed spawn was stopped

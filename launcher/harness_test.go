@@ -123,7 +123,7 @@ func (e *events) count(kind wirepb.EventKind) int {
 
 // harness is a running Manager behind a real serve loop.
 type harness struct {
-	t           *testing.T
+	t           testing.TB
 	m           *Manager
 	reg         *registry.Registry
 	ev          *events
@@ -148,9 +148,11 @@ type harness struct {
 }
 
 // shortDir returns a directory short enough for socket paths.
-func shortDir(t testing.TB) string {
+func shortDir(t testing.TB) string { return shortDirIn(t, "/tmp") }
+
+func shortDirIn(t testing.TB, base string) string {
 	t.Helper()
-	d, err := os.MkdirTemp("/tmp", "rpbl")
+	d, err := os.MkdirTemp(base, "rpbl")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,9 +161,15 @@ func shortDir(t testing.TB) string {
 }
 
 // newHarness starts a Manager and a control loop serving every service in h.defs.
-func newHarness(t *testing.T, tweak ...func(*Options)) *harness {
+func newHarness(t testing.TB, tweak ...func(*Options)) *harness {
 	t.Helper()
-	dir := shortDir(t)
+	return newHarnessIn(t, "/tmp", tweak...)
+}
+
+// newHarnessIn keeps sockets and records under base.
+func newHarnessIn(t testing.TB, base string, tweak ...func(*Options)) *harness {
+	t.Helper()
+	dir := shortDirIn(t, base)
 	h := &harness{
 		t: t, reg: registry.New(), ev: &events{}, log: &syncBuffer{}, clock: &fakeClock{},
 		dir: dir, runDir: filepath.Join(dir, "run"), behaviorDir: filepath.Join(dir, "beh"),
@@ -312,6 +320,20 @@ func (h *harness) refused(svc, version string) *wirepb.Refused {
 		h.t.Fatalf("Hello %s %s: want Refused, got %v", svc, version, hr)
 	}
 	return r
+}
+
+// waitRecords waits until n backends have written their record (they write it while
+// already serving) and returns the records.
+func (h *harness) waitRecords(n int) []record {
+	h.t.Helper()
+	var recs []record
+	waitFor(h.t, 10*time.Second, func() error {
+		if recs = h.records(); len(recs) < n {
+			return fmt.Errorf("%d backend records, want %d", len(recs), n)
+		}
+		return nil
+	})
+	return recs
 }
 
 func (h *harness) records() []record {

@@ -35,7 +35,7 @@ func TestColdHelloSpawnsWarmHelloReuses(t *testing.T) {
 		t.Fatalf("warm Hello went to %s, want %s", again.BackendPipe, n.BackendPipe)
 	}
 
-	recs := h.records()
+	recs := h.waitRecords(1)
 	if len(recs) != 1 {
 		t.Fatalf("%d backends started, want 1", len(recs))
 	}
@@ -131,7 +131,7 @@ func TestConcurrentColdHellosShareOneSpawn(t *testing.T) {
 			t.Fatalf("client %d routed to %s, client 0 to %s", i, pipes[i], pipes[0])
 		}
 	}
-	if recs := h.records(); len(recs) != 1 {
+	if recs := h.waitRecords(1); len(recs) != 1 {
 		t.Fatalf("backends started (by their own record): %d, want 1", len(recs))
 	}
 	if n := h.ev.count(wirepb.EventKind_SPAWN_ATTEMPT); n != 1 {

@@ -79,7 +79,7 @@ func copyFile(src, dst string) error {
 type record struct {
 	PID      int               `json:"pid"`
 	EntryNS  int64             `json:"entry_ns"`  // TestMain entered
-	ListenNS int64             `json:"listen_ns"` // listener adopted, identity computed
+	ListenNS int64             `json:"listen_ns"` // listener adopted, identity computed, serving
 	Args     []string          `json:"args"`
 	Stdin    string            `json:"stdin"`
 	Env      map[string]string `json:"env"`
@@ -114,24 +114,29 @@ func runBackend() int {
 		fmt.Fprintln(os.Stderr, "test backend:", err)
 		return 1
 	}
-	if err := writeRecord(entry); err != nil {
+	// Serving starts before the record is written, so the record's listen time is when
+	// the backend could first answer, and writing it is off the probe's path.
+	listen := time.Now()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, echo) }()
+	if err := writeRecord(entry, listen); err != nil {
 		fmt.Fprintln(os.Stderr, "test backend: record:", err)
 		return 1
 	}
 	fmt.Fprintf(os.Stderr, "test backend: serving pid=%d\n", os.Getpid())
-	if err := srv.Serve(ctx, echo); err != nil {
+	if err := <-served; err != nil {
 		fmt.Fprintln(os.Stderr, "test backend:", err)
 		return 1
 	}
 	return 0
 }
 
-func writeRecord(entry time.Time) error {
+func writeRecord(entry, listen time.Time) error {
 	path := os.Getenv(envRecord)
 	if path == "" {
 		return nil
 	}
-	r := record{PID: os.Getpid(), EntryNS: entry.UnixNano(), ListenNS: time.Now().UnixNano(), Args: os.Args, Env: map[string]string{}}
+	r := record{PID: os.Getpid(), EntryNS: entry.UnixNano(), ListenNS: listen.UnixNano(), Args: os.Args, Env: map[string]string{}}
 	r.Stdin, _ = os.Readlink("/proc/self/fd/0")
 	for _, kv := range os.Environ() {
 		if k, v, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "RUNNING_PROCESS_") {
