@@ -34,12 +34,17 @@ type flight struct {
 	err   error
 }
 
-// claim joins the spawn in flight for key, or starts one within budget (lead = true).
-// A nil flight without error means a backend for key became ready: route to it.
-func (m *Manager) claim(key registry.Key) (f *flight, lead bool, err error) {
+// claim joins the spawn in flight for key, or, within budget, starts spawn on a
+// Manager-owned goroutine. A nil flight without error means a backend for key became
+// ready: route to it.
+func (m *Manager) claim(key registry.Key, spawn func() (serve.Route, error)) (*flight, error) {
 	now := m.o.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.runCtx == nil || m.closing {
+		// Not started yet, or shutting down: nothing may be added to wg.
+		return nil, errClosing
+	}
 	s := m.slots[key]
 	if s == nil {
 		if len(m.slots) >= maxSlots {
@@ -49,10 +54,10 @@ func (m *Manager) claim(key registry.Key) (f *flight, lead bool, err error) {
 		m.slots[key] = s
 	}
 	if s.flight != nil {
-		return s.flight, false, nil
+		return s.flight, nil
 	}
 	if c := m.ready[key]; c != nil && c.lastUsed.Load() >= 0 {
-		return nil, false, nil
+		return nil, nil
 	}
 	if s.attempts > 0 && now.Sub(s.window) >= budgetWindow {
 		s.attempts = 0
@@ -60,14 +65,20 @@ func (m *Manager) claim(key registry.Key) (f *flight, lead bool, err error) {
 	if s.attempts >= budgetAttempts {
 		retry := s.window.Add(budgetWindow).Sub(now)
 		ms := max(uint64((retry+time.Millisecond-1)/time.Millisecond), 1)
-		return nil, false, wire.Refuse(wirepb.ErrorCode_ERROR_RATE_LIMITED, wire.ReasonSpawnBudget, ms)
+		return nil, wire.Refuse(wirepb.ErrorCode_ERROR_RATE_LIMITED, wire.ReasonSpawnBudget, ms)
 	}
 	if s.attempts == 0 {
 		s.window = now
 	}
 	s.attempts++
-	s.flight = &flight{done: make(chan struct{})}
-	return s.flight, true, nil
+	f := &flight{done: make(chan struct{})}
+	s.flight = f
+	// Under m.mu with closing unset: Run has not reached wg.Wait.
+	m.wg.Go(func() {
+		rt, err := spawn()
+		m.land(key, f, rt, err)
+	})
+	return f, nil
 }
 
 // land publishes the result of the spawn f to its waiters; success resets the budget.

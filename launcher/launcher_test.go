@@ -398,3 +398,33 @@ func TestShutdownStopsAllChildren(t *testing.T) {
 		t.Errorf("Hello after Run: %v", r)
 	}
 }
+
+func TestDistinctKeysSpawnIndependently(t *testing.T) {
+	h := newHarness(t)
+	h.service("slow", Settings{StartTimeout: 5 * time.Second}, nil)
+	h.service("echo", Settings{}, nil)
+	h.behave("slow", "hang")
+	got := make(chan *wirepb.HelloReply, 1)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		hr, _ := hello(h.sock, "slow", "1.0.0")
+		got <- hr
+	})
+	h.firstAttempt("slow")
+	// While slow's spawn is in flight, another key spawns and serves.
+	n := h.negotiate("echo", "1.0.0")
+	echoThrough(t, n.BackendPipe)
+	if b := h.m.Budgets(); len(b) != 1 || b[0].ServiceName != "slow" || !b[0].InFlight || b[0].AttemptsUsed != 1 {
+		t.Errorf("Budgets() = %+v, want slow in flight", b)
+	}
+	select {
+	case hr := <-got:
+		t.Fatalf("slow Hello answered early: %v", hr)
+	default:
+	}
+	h.stop()
+	if hr := <-got; hr.GetRefused().GetCode() != wirepb.ErrorCode_ERROR_SHUTTING_DOWN {
+		t.Errorf("in-flight Hello at shutdown: %v", hr)
+	}
+}

@@ -175,11 +175,16 @@ type BackendInfo struct {
 // Backends lists every launched child that has not been reaped yet.
 func (m *Manager) Backends() []BackendInfo {
 	m.mu.Lock()
-	out := make([]BackendInfo, 0, len(m.children))
+	all := make([]*child, 0, len(m.children))
 	for c := range m.children {
-		out = append(out, c.info())
+		all = append(all, c)
 	}
 	m.mu.Unlock()
+	// info takes c.mu, which is taken before m.mu elsewhere: never under m.mu.
+	out := make([]BackendInfo, 0, len(all))
+	for _, c := range all {
+		out = append(out, c.info())
+	}
 	sortInfos(out)
 	return out
 }

@@ -33,7 +33,8 @@ type router struct {
 }
 
 // Route reuses the live backend for the Hello's key, or starts one: concurrent Hellos
-// for the same cold key share one spawn and its result.
+// for the same cold key share one spawn and its result. ctx ending (the serve loop
+// stopping) abandons the wait, not the spawn.
 func (r router) Route(ctx context.Context, req *serve.Request) (serve.Route, error) {
 	m := r.m
 	bin, err := resolveBinary(req.Def)
@@ -50,18 +51,15 @@ func (r router) Route(ctx context.Context, req *serve.Request) (serve.Route, err
 		if rt, ok := m.warm(key); ok {
 			return rt, nil
 		}
-		f, lead, err := m.claim(key)
+		f, err := m.claim(key, func() (serve.Route, error) { return m.spawn(req, bin, key, r.s) })
 		if err != nil {
-			return serve.Route{}, err
+			return serve.Route{}, toRefusal(err)
 		}
 		if f == nil {
 			continue // a backend for key became ready meanwhile
 		}
-		if lead {
-			rt, err := m.spawn(ctx, req, bin, key, r.s)
-			m.land(key, f, rt, err)
-			return rt, toRefusal(err)
-		}
+		// Every Hello, the first included, waits for the Manager-owned spawn, so a
+		// stopping serve loop is never held up by a backend that is slow to start.
 		select {
 		case <-f.done:
 		case <-ctx.Done():

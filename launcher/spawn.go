@@ -37,9 +37,8 @@ func spawnFailed(format string, a ...any) error {
 }
 
 // spawn starts one backend for key from bin, waits until it answers the identity probe
-// as the process we started, and publishes it. ctx only bounds waiting for Run to start;
-// the spawn itself belongs to the Manager, since other Hellos may be waiting for it.
-func (m *Manager) spawn(ctx context.Context, req *serve.Request, bin string, key registry.Key, s Settings) (serve.Route, error) {
+// as the process we started, and publishes it. It runs on a Manager goroutine.
+func (m *Manager) spawn(req *serve.Request, bin string, key registry.Key, s Settings) (serve.Route, error) {
 	if err := serve.PrepareDir(m.o.Layout.Dir); err != nil {
 		return serve.Route{}, spawnFailed("%v", err)
 	}
@@ -76,7 +75,7 @@ func (m *Manager) spawn(ctx context.Context, req *serve.Request, bin string, key
 		outs:     []*os.File{pipes[0][0], pipes[1][0]},
 		exited:   make(chan struct{}),
 	}
-	err = m.startChild(ctx, c)
+	err = m.startChild(c)
 	// The child holds its own copies now; the broker's must not leak into later children.
 	closeAll(lnFile, pipes[0][1], pipes[1][1])
 	if err != nil {

@@ -1,9 +1,7 @@
 package launcher
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"runtime"
 )
 
@@ -59,16 +57,11 @@ func (m *Manager) handleStart(r *startReq) {
 	m.mu.Unlock()
 }
 
-// startChild starts c on the starter thread. It fails with errClosing when the Manager
-// has stopped, and with ctx's error when ctx ends before Run has started.
-func (m *Manager) startChild(ctx context.Context, c *child) error {
-	select {
-	case <-m.running:
-	case <-m.stopped:
-		return errClosing
-	case <-ctx.Done():
-		return fmt.Errorf("launcher is not running: %w", ctx.Err())
-	}
+// startChild starts c on the starter thread; it fails with errClosing once shutdown
+// has begun. Spawns run only after Run has started (claim checks), so running closes
+// promptly.
+func (m *Manager) startChild(c *child) error {
+	<-m.running
 	r := startReq{c: c, done: make(chan struct{})}
 	select {
 	case m.start <- r:
