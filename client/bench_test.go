@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rpbroker/broker/client"
+	"github.com/rpbroker/broker/handoff"
 	"github.com/rpbroker/broker/handoff/handofftest"
 )
 
@@ -19,9 +20,22 @@ import (
 // serve loop in this process and a real backend process:
 //
 //	go test -run '^$' -bench HandoffVsReconnect -benchtime 1x ./client
+//
+// Sub-benchmark "ext" uses our extensions (the backend relays the EVENT, handoff
+// connections are reused); "v1" is the plain v1 exchange against the same backend.
 func BenchmarkHandoffVsReconnect(b *testing.B) {
+	for _, v1 := range []bool{false, true} {
+		name := "ext"
+		if v1 {
+			name = "v1"
+		}
+		b.Run(name, func(b *testing.B) { benchHandoff(b, v1) })
+	}
+}
+
+func benchHandoff(b *testing.B, v1Only bool) {
 	be := handofftest.Start(b, handofftest.Echo, handofftest.ShortDir(b), -1)
-	br := startBroker(b, be, brokerOpts{handoff: true})
+	br := startBroker(b, be, brokerOpts{handoff: true, ho: handoff.Options{V1Only: v1Only}})
 	ctx := context.Background()
 	var fellBack int
 	sample := func(handoff bool) time.Duration {

@@ -57,7 +57,11 @@ type Options struct {
 	// MaxInflight caps concurrent handoffs. Each one holds a broker connection slot until
 	// the ack arrives (AckTimeout at worst); past the cap, handoffs fall back at once.
 	MaxInflight int
-	Log         zerolog.Logger
+	// V1Only sends plain v1 offers, without our extensions (ext.go): no relay by the
+	// backend, one exchange per connection. Extensions are harmless to v1 backends, which
+	// skip unknown fields; this is for measuring and for peers that are strict.
+	V1Only bool
+	Log    zerolog.Logger
 }
 
 // Stats count what a Dispatcher did, for tests and status output.
@@ -206,6 +210,12 @@ func (d *Dispatcher) fill(ctx context.Context) error {
 	return nil
 }
 
+func (d *Dispatcher) poolLen() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.pool)
+}
+
 func (d *Dispatcher) put(s spare) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -237,10 +247,10 @@ func (d *Dispatcher) expect() (int, bool) {
 	return pid, pid > 0
 }
 
-// take returns a usable spare, dialling inline only when the pool is empty.
-func (d *Dispatcher) take(ctx context.Context, expect int) (*net.UnixConn, error) {
+// take returns a usable spare, dialling inline only when the pool is empty. The caller
+// kicks the refill once its handoff is done, so that dialling never competes with it.
+func (d *Dispatcher) take(ctx context.Context, expect int) (spare, error) {
 	now := time.Now()
-	defer d.Kick()
 	for {
 		d.mu.Lock()
 		n := len(d.pool)
@@ -253,12 +263,12 @@ func (d *Dispatcher) take(ctx context.Context, expect int) (*net.UnixConn, error
 		d.pool = d.pool[:n-1]
 		d.mu.Unlock()
 		if d.usable(s, expect, now) {
-			return s.c, nil
+			return s, nil
 		}
 		s.c.Close()
 	}
-	c, _, err := d.dial(ctx, expect)
-	return c, err
+	c, pid, err := d.dial(ctx, expect)
+	return spare{c: c, pid: pid, at: now}, err
 }
 
 // usable: still the verified backend, not too old, and the peer has neither closed nor

@@ -27,6 +27,9 @@ const sendAttempts = 3
 func (d *Dispatcher) Handoff(ctx context.Context, client *net.UnixConn, token []byte, connectionID uint64, service string) error {
 	err := d.handoff(ctx, client, token, connectionID, service)
 	client.Close()
+	if d.poolLen() < d.o.Spares {
+		d.Kick() // refill after the fact: no dial competes with the handoff itself
+	}
 	if err != nil {
 		d.failures.Add(1)
 		d.o.Log.Warn().Err(err).Str("event", "handoff_failed").Str("service", service).
@@ -55,7 +58,11 @@ func (d *Dispatcher) handoff(ctx context.Context, client *net.UnixConn, token []
 	}
 	// Encode everything first, so that nothing but syscalls sits between the ack and the
 	// relay.
-	offer, err := OfferFrame(token, service, connID)
+	var ext Ext
+	if !d.o.V1Only {
+		ext = Ext{RelayConnID: connID, Reuse: true}
+	}
+	offer, err := OfferFrameExt(token, service, connID, ext)
 	if err != nil {
 		return err
 	}
@@ -68,14 +75,21 @@ func (d *Dispatcher) handoff(ctx context.Context, client *net.UnixConn, token []
 		return fmt.Errorf("client fd: %w", err)
 	}
 
-	c, err := d.send(ctx, expect, token, oob)
+	s, err := d.send(ctx, expect, token, oob)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	c := s.c
+	reuse := false
+	defer func() {
+		if !reuse || !d.put(spare{c: c, pid: s.pid, at: time.Now()}) {
+			c.Close()
+		}
+	}()
 	c.SetDeadline(start.Add(d.o.AckTimeout))
+	stop := func() bool { return true }
 	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+		stop = context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 		defer stop()
 	}
 	if _, err := c.Write(offer); err != nil {
@@ -88,38 +102,47 @@ func (d *Dispatcher) handoff(ctx context.Context, client *net.UnixConn, token []
 		}
 		return fmt.Errorf("read ack: %w", err)
 	}
-	if err := ParseAck(body, wirepb.FrameKind_RESPONSE, token, connID); err != nil {
+	got, err := ParseAckExt(body, wirepb.FrameKind_RESPONSE, token, connID)
+	if err != nil {
 		return err
 	}
-	client.SetWriteDeadline(time.Now().Add(relayTimeout))
-	if _, err := client.Write(relay); err != nil {
-		return fmt.Errorf("relay handoff-ready event to client: %w", err)
+	if !got.Relayed {
+		client.SetWriteDeadline(time.Now().Add(relayTimeout))
+		if _, err := client.Write(relay); err != nil {
+			return fmt.Errorf("relay handoff-ready event to client: %w", err)
+		}
+	}
+	// The backend reads another exchange on this connection: keep it as a spare, unless
+	// ctx already poisoned its deadline.
+	if got.Reuse && ext.Reuse && stop() {
+		c.SetDeadline(time.Time{})
+		reuse = true
 	}
 	return nil
 }
 
 // send writes the token bytes with the client fd on a verified spare, in one sendmsg.
-func (d *Dispatcher) send(ctx context.Context, expect int, token, oob []byte) (*net.UnixConn, error) {
+func (d *Dispatcher) send(ctx context.Context, expect int, token, oob []byte) (spare, error) {
 	var last error
 	for range sendAttempts {
-		c, err := d.take(ctx, expect)
+		s, err := d.take(ctx, expect)
 		if err != nil {
-			return nil, err
+			return spare{}, err
 		}
-		c.SetWriteDeadline(time.Now().Add(d.o.AckTimeout))
-		n, oobn, err := c.WriteMsgUnix(token, oob, nil)
+		s.c.SetWriteDeadline(time.Now().Add(d.o.AckTimeout))
+		n, oobn, err := s.c.WriteMsgUnix(token, oob, nil)
 		if err == nil && n == len(token) && oobn == len(oob) {
-			return c, nil
+			return s, nil
 		}
-		c.Close()
+		s.c.Close()
 		if n > 0 || err == nil {
 			// Part of the message went out, perhaps with the fd: the backend sees a short
 			// token and must reject it. Never send the fd a second time.
-			return nil, fmt.Errorf("sendmsg wrote %d of %d bytes: %v", n, len(token), err)
+			return spare{}, fmt.Errorf("sendmsg wrote %d of %d bytes: %v", n, len(token), err)
 		}
 		last = fmt.Errorf("sendmsg: %w", err)
 	}
-	return nil, last
+	return spare{}, last
 }
 
 // rightsOf builds the SCM_RIGHTS control message for the client's fd. The fd stays valid

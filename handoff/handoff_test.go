@@ -102,26 +102,35 @@ func echoRoundTrip(t testing.TB, c net.Conn, msg string) {
 	}
 }
 
+// Both the plain v1 exchange and our extensions (the backend relays the EVENT and keeps
+// the connection) end with the client served on the socket it already had.
 func TestHandoffAdopted(t *testing.T) {
 	dir := handofftest.ShortDir(t)
 	be := handofftest.Start(t, handofftest.Echo, dir, -1)
-	d := handoff.New(handoff.Options{Endpoint: be.Handoff, ExpectPID: pidOf(be), Spares: 2, Log: zerolog.Nop()})
-	run(t, d)
-	waitSpares(t, d, 2)
 	p := newPairs(t, dir)
-	for i := range 5 {
-		bc, cc := p.pair()
-		tok := d.Issue()
-		id := uint64(100 + i)
-		if err := d.Handoff(context.Background(), bc, tok, id, "svc"); err != nil {
-			t.Fatal(err)
-		}
-		readRelay(t, cc, tok, id)
-		echoRoundTrip(t, cc, "hello through the handed-off socket")
-		cc.Close()
-	}
-	if st := d.Stats(); st.Handoffs != 5 || st.Failures != 0 || st.Tokens != 0 {
-		t.Fatalf("stats %+v", st)
+	for _, v1 := range []bool{true, false} {
+		t.Run(map[bool]string{true: "v1", false: "extensions"}[v1], func(t *testing.T) {
+			d := handoff.New(handoff.Options{Endpoint: be.Handoff, ExpectPID: pidOf(be), Spares: 2, V1Only: v1, Log: zerolog.Nop()})
+			run(t, d)
+			waitSpares(t, d, 2)
+			for i := range 5 {
+				bc, cc := p.pair()
+				tok := d.Issue()
+				id := uint64(100 + i)
+				if err := d.Handoff(context.Background(), bc, tok, id, "svc"); err != nil {
+					t.Fatal(err)
+				}
+				readRelay(t, cc, tok, id)
+				echoRoundTrip(t, cc, "hello through the handed-off socket")
+				cc.Close()
+				if !v1 && d.Stats().Spares != 2 {
+					t.Fatalf("reused connection not back in the pool: %+v", d.Stats())
+				}
+			}
+			if st := d.Stats(); st.Handoffs != 5 || st.Failures != 0 || st.Tokens != 0 {
+				t.Fatalf("stats %+v", st)
+			}
+		})
 	}
 }
 

@@ -30,7 +30,14 @@ var (
 // OfferFrame encodes the framed REQUEST carrying HandoffOffer, with v1's explicit
 // handle_value 0 in front of the payload.
 func OfferFrame(token []byte, service string, correlationID uint64) ([]byte, error) {
-	body, err := wire.Marshal(&wirepb.HandoffOffer{Token: token, ServiceName: service, CorrelationId: correlationID})
+	return OfferFrameExt(token, service, correlationID, Ext{})
+}
+
+// OfferFrameExt is OfferFrame with our extensions (ext.go) appended after the v1 fields.
+func OfferFrameExt(token []byte, service string, correlationID uint64, ext Ext) ([]byte, error) {
+	o := &wirepb.HandoffOffer{Token: token, ServiceName: service, CorrelationId: correlationID}
+	setExt(o, ext.RelayConnID, ext.Reuse)
+	body, err := wire.Marshal(o)
 	if err != nil {
 		return nil, fmt.Errorf("encode HandoffOffer: %w", err)
 	}
@@ -40,6 +47,21 @@ func OfferFrame(token []byte, service string, correlationID uint64) ([]byte, err
 
 // DecodeOffer checks the envelope of an offer frame and decodes its payload.
 func DecodeOffer(f *wirepb.Frame) (*wirepb.HandoffOffer, error) {
+	o, _, err := DecodeOfferExt(f)
+	return o, err
+}
+
+// DecodeOfferExt is DecodeOffer that also returns the extensions the broker offered.
+func DecodeOfferExt(f *wirepb.Frame) (*wirepb.HandoffOffer, Ext, error) {
+	o, err := decodeOffer(f)
+	if err != nil {
+		return nil, Ext{}, err
+	}
+	relay, reuse := getExt(o)
+	return o, Ext{RelayConnID: relay, Reuse: reuse}, nil
+}
+
+func decodeOffer(f *wirepb.Frame) (*wirepb.HandoffOffer, error) {
 	if f.EnvelopeVersion != wire.ProtocolVersion || f.Kind != wirepb.FrameKind_REQUEST ||
 		f.PayloadProtocol != wire.ProtoHandoff || f.PayloadEncoding != wirepb.PayloadEncoding_NONE {
 		return nil, fmt.Errorf("offer: %w", ErrNotHandoff)
@@ -54,6 +76,19 @@ func DecodeOffer(f *wirepb.Frame) (*wirepb.HandoffOffer, error) {
 // AckFrame encodes a framed HandoffAck of the given kind: RESPONSE from the backend to
 // the broker, EVENT from the broker to the client (the handoff-ready relay).
 func AckFrame(kind wirepb.FrameKind, requestID uint64, ack *wirepb.HandoffAck) ([]byte, error) {
+	return AckFrameExt(kind, requestID, ack, Ext{})
+}
+
+// AckFrameExt is AckFrame with the backend's extension answers (ext.go).
+func AckFrameExt(kind wirepb.FrameKind, requestID uint64, ack *wirepb.HandoffAck, ext Ext) ([]byte, error) {
+	if ext.Relayed || ext.Reuse {
+		ack = proto.Clone(ack).(*wirepb.HandoffAck)
+		relay := uint64(0)
+		if ext.Relayed {
+			relay = 1
+		}
+		setExt(ack, relay, ext.Reuse)
+	}
 	payload, err := wire.Marshal(ack)
 	if err != nil {
 		return nil, fmt.Errorf("encode HandoffAck: %w", err)
@@ -64,6 +99,21 @@ func AckFrame(kind wirepb.FrameKind, requestID uint64, ack *wirepb.HandoffAck) (
 // ParseAck decodes a HandoffAck frame body of the wanted kind and checks token and
 // correlation; it returns ErrNotAccepted (with the backend's detail) for a refusal.
 func ParseAck(body []byte, kind wirepb.FrameKind, token []byte, correlationID uint64) error {
+	_, err := ParseAckExt(body, kind, token, correlationID)
+	return err
+}
+
+// ParseAckExt is ParseAck that also returns the backend's extension answers.
+func ParseAckExt(body []byte, kind wirepb.FrameKind, token []byte, correlationID uint64) (Ext, error) {
+	var ack wirepb.HandoffAck
+	if err := parseAck(body, kind, token, correlationID, &ack); err != nil {
+		return Ext{}, err
+	}
+	relayed, reuse := getExt(&ack)
+	return Ext{Relayed: relayed == 1, Reuse: reuse}, nil
+}
+
+func parseAck(body []byte, kind wirepb.FrameKind, token []byte, correlationID uint64, ack *wirepb.HandoffAck) error {
 	var f wirepb.Frame
 	if err := proto.Unmarshal(body, &f); err != nil {
 		return fmt.Errorf("%w: frame: %w", ErrMalformedAck, err)
@@ -71,8 +121,7 @@ func ParseAck(body []byte, kind wirepb.FrameKind, token []byte, correlationID ui
 	if f.Kind != kind || f.PayloadProtocol != wire.ProtoHandoff || f.PayloadEncoding != wirepb.PayloadEncoding_NONE {
 		return fmt.Errorf("ack: %s 0x%04X: %w", f.Kind, f.PayloadProtocol, ErrNotHandoff)
 	}
-	var ack wirepb.HandoffAck
-	if err := proto.Unmarshal(f.Payload, &ack); err != nil {
+	if err := proto.Unmarshal(f.Payload, ack); err != nil {
 		return fmt.Errorf("%w: %w", ErrMalformedAck, err)
 	}
 	switch {

@@ -37,46 +37,64 @@ const maxPassedFDs = 4
 // seenTokens is how many recent tokens are remembered to reject a replayed offer.
 const seenTokens = 4096
 
+// Our extensions (handoff/ext.go), used only when the broker's offer asks for them:
+// the backend writes the handoff-ready EVENT to the client itself right after adopting
+// the fd (one hop less for the client), and keeps the connection for further exchanges
+// (no dial per handoff).
+
 // serveHandoff runs one handoff connection: receive, validate, ack, then serve the
-// client on this goroutine (no extra hop). A connection that never gets a token (a spare
-// the broker did not use) ends with ctx.
-func (s *Server) serveHandoff(ctx context.Context, c *net.UnixConn, h Handler, open *connSet) {
-	client, err := s.receiveHandoff(ctx, c)
-	c.Close()
-	if err != nil {
-		if ctx.Err() == nil && !errors.Is(err, io.EOF) {
-			s.report(fmt.Errorf("backend %s: handoff: %w", s.opts.HandoffEndpoint, err))
+// client. A v1 exchange serves the client on this goroutine (no extra hop); a reused
+// connection starts the handler on spawn and waits for the next exchange. A connection
+// that never gets a token (a spare the broker did not use) ends with ctx.
+func (s *Server) serveHandoff(ctx context.Context, c *net.UnixConn, h Handler, open *connSet, spawn func(func())) {
+	defer c.Close()
+	for {
+		client, reuse, err := s.receiveHandoff(ctx, c)
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, io.EOF) {
+				s.report(fmt.Errorf("backend %s: handoff: %w", s.opts.HandoffEndpoint, err))
+			}
+			return
 		}
-		return
+		open.add(client)
+		serve := func() {
+			defer open.remove(client)
+			defer client.Close()
+			h(ctx, client)
+		}
+		if !reuse {
+			c.Close()
+			serve()
+			return
+		}
+		spawn(serve)
 	}
-	open.add(client)
-	defer open.remove(client)
-	defer client.Close()
-	h(ctx, client)
 }
 
-// receiveHandoff returns the adopted client connection, or an error after declining (the
-// received fd is closed on every error path).
-func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn) (net.Conn, error) {
+// receiveHandoff returns the adopted client connection and whether the broker will send
+// another exchange on c, or an error after declining (the received fd is closed on every
+// error path).
+func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn) (net.Conn, bool, error) {
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
 	tok, fd, err := recvToken(c)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	// From here on the fd is ours: decline closes it, accept wraps it.
 	c.SetDeadline(time.Now().Add(offerTimeout))
 	f, err := wire.ReadFrame(c, wire.MaxHelloBody)
 	if err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("read offer: %w", err)
+		return nil, false, fmt.Errorf("read offer: %w", err)
 	}
-	offer, err := handoff.DecodeOffer(f)
+	offer, ext, err := handoff.DecodeOfferExt(f)
 	if err != nil {
 		unix.Close(fd)
-		return nil, err // not a v1 offer: nothing sensible to answer
+		return nil, false, err // not a v1 offer: nothing sensible to answer
 	}
+	var answer handoff.Ext
 	ack := &wirepb.HandoffAck{Token: offer.Token, CorrelationId: offer.CorrelationId}
 	var client net.Conn
 	switch {
@@ -89,6 +107,10 @@ func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn) (net.Conn,
 	case s.opts.AcceptHandoff != nil && !s.opts.AcceptHandoff(tok):
 		ack.ErrorDetail = "declined by backend"
 	default:
+		if ext.RelayConnID != 0 {
+			// Tell the client first: it is waiting, the broker is not.
+			answer.Relayed = relay(fd, tok, ext.RelayConnID)
+		}
 		file := os.NewFile(uintptr(fd), "handoff-client")
 		client, err = net.FileConn(file) // dups; the original is closed below
 		file.Close()
@@ -101,7 +123,8 @@ func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn) (net.Conn,
 		unix.Close(fd)
 	}
 	ack.Accepted = client != nil
-	b, err := handoff.AckFrame(wirepb.FrameKind_RESPONSE, f.RequestId, ack)
+	answer.Reuse = ext.Reuse && ack.Accepted
+	b, err := handoff.AckFrameExt(wirepb.FrameKind_RESPONSE, f.RequestId, ack, answer)
 	if err == nil {
 		_, err = c.Write(b)
 	}
@@ -110,11 +133,39 @@ func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn) (net.Conn,
 		if client != nil {
 			client.Close() // the broker will not relay; the client falls back
 		}
-		return nil, fmt.Errorf("write ack: %w", err)
+		return nil, false, fmt.Errorf("write ack: %w", err)
 	case client == nil:
-		return nil, errors.New("declined: " + ack.ErrorDetail)
+		return nil, false, errors.New("declined: " + ack.ErrorDetail)
 	}
-	return client, nil
+	c.SetDeadline(time.Time{}) // idle until the next exchange, however long
+	return client, answer.Reuse, nil
+}
+
+// relay writes the handoff-ready EVENT on the received fd (shared with the broker's
+// non-blocking socket) and reports whether all of it went out. A partial write is
+// completed, since the broker must not write a second EVENT after part of one.
+func relay(fd int, tok []byte, connID uint64) bool {
+	ev, err := handoff.AckFrame(wirepb.FrameKind_EVENT, connID, &wirepb.HandoffAck{Token: tok, Accepted: true, CorrelationId: connID})
+	if err != nil {
+		return false
+	}
+	done := 0
+	for done < len(ev) {
+		n, err := unix.Write(fd, ev[done:])
+		if n > 0 {
+			done += n
+		}
+		switch {
+		case err == unix.EAGAIN || err == unix.EINTR:
+			if done == 0 {
+				return false // nothing written: let the broker relay
+			}
+			unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}, int(offerTimeout.Milliseconds()))
+		case err != nil:
+			return done > 0
+		}
+	}
+	return true
 }
 
 // recvToken reads the token message: 16 bytes with the client's fd as SCM_RIGHTS. It

@@ -221,7 +221,7 @@ func (s *Server) Serve(ctx context.Context, h Handler) error {
 		defer hstop()
 		hwg.Go(func() {
 			herr = s.acceptLoop(ctx, hln, func(c net.Conn) {
-				wg.Go(func() { s.serveHandoff(connCtx, c.(*net.UnixConn), h, &open) })
+				wg.Go(func() { s.serveHandoff(connCtx, c.(*net.UnixConn), h, &open, wg.Go) })
 			})
 		})
 	}

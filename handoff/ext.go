@@ -1,0 +1,76 @@
+package handoff
+
+import (
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
+
+// Extensions (ours) ride in field numbers v1 leaves undefined (above the reserved 5 to
+// 10), which v1 peers skip as unknown fields; the v1 exchange is unchanged for them.
+//
+// Offer field 16 (varint), relay connection id: the broker lets the backend write the
+// handoff-ready EVENT to the client itself, with this connection id, as soon as it has
+// adopted the fd: the client then waits for one hop less.
+// Offer field 17 (varint 1), reuse: the broker can send another exchange on this
+// connection after the ack.
+// Ack field 16 (varint 1), relayed: the backend wrote the EVENT; the broker must not.
+// Ack field 17 (varint 1), reuse: the backend reads another exchange on this connection.
+const (
+	fieldRelay protowire.Number = 16
+	fieldReuse protowire.Number = 17
+)
+
+// Ext is what an offer asks or an ack answers beyond v1.
+type Ext struct {
+	RelayConnID uint64 // offer only; 0 = the broker relays (v1)
+	Relayed     bool   // ack only
+	Reuse       bool
+}
+
+// setExt appends the extension fields to m's unknown fields.
+func setExt(m proto.Message, relay uint64, reuse bool) {
+	var b []byte
+	if relay != 0 {
+		b = protowire.AppendTag(b, fieldRelay, protowire.VarintType)
+		b = protowire.AppendVarint(b, relay)
+	}
+	if reuse {
+		b = protowire.AppendTag(b, fieldReuse, protowire.VarintType)
+		b = protowire.AppendVarint(b, 1)
+	}
+	if b != nil {
+		m.ProtoReflect().SetUnknown(b)
+	}
+}
+
+// getExt reads the extension fields from m's unknown fields; field 16 is returned raw.
+func getExt(m proto.Message) (relay uint64, reuse bool) {
+	b := m.ProtoReflect().GetUnknown()
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return
+		}
+		b = b[n:]
+		if typ == protowire.VarintType {
+			v, m := protowire.ConsumeVarint(b)
+			if m < 0 {
+				return
+			}
+			switch num {
+			case fieldRelay:
+				relay = v
+			case fieldReuse:
+				reuse = v == 1
+			}
+			b = b[m:]
+			continue
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
+			return
+		}
+		b = b[m:]
+	}
+	return
+}
