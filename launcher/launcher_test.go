@@ -186,7 +186,11 @@ func TestSpawnFailuresArePrecise(t *testing.T) {
 		{"hangs", nil, "hang", "backend did not answer the identity probe within 300ms"},
 	}
 	for _, tc := range cases {
-		h.service(tc.svc, Settings{StartTimeout: 300 * time.Millisecond}, tc.def)
+		s := Settings{StartTimeout: 10 * time.Second}
+		if tc.behavior == "hang" {
+			s.StartTimeout = 300 * time.Millisecond
+		}
+		h.service(tc.svc, s, tc.def)
 		if tc.behavior != "" {
 			h.behave(tc.svc, tc.behavior)
 		}
