@@ -74,7 +74,7 @@ func (c *child) touch(now time.Time) bool {
 func (c *child) signal(sig unix.Signal) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.dead {
+	if c.dead || c.pid <= 0 {
 		return
 	}
 	if err := unix.Kill(-c.pid, sig); err != nil {

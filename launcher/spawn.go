@@ -1,7 +1,6 @@
 package launcher
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -88,10 +87,6 @@ func (m *Manager) spawn(req *serve.Request, bin string, key registry.Key, s Sett
 		}
 		return serve.Route{}, spawnFailed("start %s: %v", bin, err)
 	}
-	c.pid = c.cmd.Process.Pid
-	c.started = time.Now()
-	c.ctx, c.cancel = context.WithCancel(m.runCtx)
-	c.lastUsed.Store(c.started.UnixNano())
 	log := m.o.Log.With().Str("service", key.Service).Str("version", key.Version).Int("pid", c.pid).Logger()
 	for i, stream := range []string{"stdout", "stderr"} {
 		m.wg.Go(func() {

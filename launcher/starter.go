@@ -1,8 +1,10 @@
 package launcher
 
 import (
+	"context"
 	"errors"
 	"runtime"
+	"time"
 )
 
 // errClosing refuses a start once shutdown has begun.
@@ -51,6 +53,13 @@ func (m *Manager) handleStart(r *startReq) {
 		r.c.err = err
 		return
 	}
+	// Set before the child becomes visible to shutdown and status (a zero pid must never
+	// reach kill: it would signal the broker's own process group).
+	c := r.c
+	c.pid = c.cmd.Process.Pid
+	c.started = time.Now()
+	c.ctx, c.cancel = context.WithCancel(m.runCtx)
+	c.lastUsed.Store(c.started.UnixNano())
 	// Registered before the next request is taken, so shutdown's snapshot sees it.
 	m.mu.Lock()
 	m.children[r.c] = struct{}{}
