@@ -157,8 +157,8 @@ func (s *Supervisor) settingsFor(svc config.Service, b *backendRun) serve.Settin
 	}
 	if b != nil {
 		set.Router = b.b
-	} else if s.o.LaunchRouter != nil {
-		set.Router = s.o.LaunchRouter(svc)
+	} else {
+		set.Router = s.launchRouter(svc)
 	}
 	return set
 }
@@ -176,6 +176,7 @@ func (s *Supervisor) adminFor(svc config.Service, socket string) *admin.Handler 
 		Metrics:  s.metrics.render,
 		Config:   s.effectiveConfig,
 		Events:   s.recentEvents,
+		Budgets:  s.spawnBudgets,
 		Extra:    s.statusExtra,
 	}
 }

@@ -28,9 +28,6 @@ type Options struct {
 	// every reload.
 	Load func() (*config.Config, error)
 	Log  zerolog.Logger
-	// LaunchRouter builds the router of a launch-mode service; nil refuses such Hellos
-	// with BACKEND_SPAWN_FAILED.
-	LaunchRouter func(svc config.Service) serve.Router
 }
 
 // Supervisor owns the running broker. Create it with New, run it with Run.
@@ -50,6 +47,7 @@ type Supervisor struct {
 	cfg     *config.Config
 	runners map[string]*runner
 	loader  *loaderRun
+	launch  *launchRun
 
 	reloads  chan chan ReloadResult
 	shutdown chan struct{}
@@ -60,6 +58,9 @@ type Supervisor struct {
 	lastReload ReloadResult
 	reloadSeq  uint64
 }
+
+// defaultChildGrace bounds SIGTERM→SIGKILL for launched backends.
+const defaultChildGrace = 5 * time.Second
 
 // ReloadResult is what one reload did.
 type ReloadResult struct {
@@ -109,6 +110,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 	}()
 	s.startLoader(s.cfg.Broker.ServicedefDir)
+	s.startLauncher()
 	fdDone := make(chan struct{})
 	go func() {
 		defer close(fdDone)
@@ -175,6 +177,7 @@ func (s *Supervisor) stop(why string) error {
 			}
 		}()
 	}
+	s.stopLauncher() // children get SIGTERM while the loops finish
 	wg.Wait()
 	s.stopLoader()
 	if len(stuck) > 0 {

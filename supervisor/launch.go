@@ -1,0 +1,101 @@
+package supervisor
+
+import (
+	"context"
+
+	"github.com/rpbroker/broker/config"
+	"github.com/rpbroker/broker/events"
+	"github.com/rpbroker/broker/launcher"
+	"github.com/rpbroker/broker/names"
+	"github.com/rpbroker/broker/serve"
+	"github.com/rpbroker/broker/wire"
+	"github.com/rpbroker/broker/wire/wirepb"
+)
+
+// launchRun is the launcher and the goroutine running it.
+type launchRun struct {
+	m      *launcher.Manager
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error // why launch mode is unavailable, when m is nil
+}
+
+// startLauncher starts the one Manager that spawns and supervises every launched
+// backend. Backend sockets live in the runtime dir in force at start.
+func (s *Supervisor) startLauncher() {
+	layout, err := names.DefaultLayout(s.cfg.Broker.RuntimeDir)
+	if err != nil {
+		s.log.Error().Err(err).Msg("launch mode unavailable: backend socket names cannot be derived")
+		s.launch = &launchRun{err: err}
+		return
+	}
+	m := launcher.New(launcher.Options{
+		Registry: s.registry,
+		Hasher:   s.hasher,
+		Layout:   layout,
+		Log:      s.log.With().Str("component", "launcher").Logger(),
+		Grace:    min(s.cfg.Broker.ShutdownGrace/2, defaultChildGrace),
+		Events:   s.launchEvent,
+	})
+	ctx, cancel := context.WithCancel(s.ctx)
+	lr := &launchRun{m: m, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(lr.done)
+		if err := m.Run(ctx); err != nil {
+			s.log.Error().Err(err).Msg("launcher stopped")
+		}
+	}()
+	s.launch = lr
+}
+
+// stopLauncher stops every launched backend (SIGTERM, grace, SIGKILL) and waits.
+func (s *Supervisor) stopLauncher() {
+	if s.launch == nil || s.launch.m == nil {
+		return
+	}
+	s.launch.cancel()
+	<-s.launch.done
+}
+
+func (s *Supervisor) launchRouter(svc config.Service) serve.Router {
+	if s.launch == nil || s.launch.m == nil {
+		why := "launch mode unavailable"
+		if s.launch != nil && s.launch.err != nil {
+			why = s.launch.err.Error()
+		}
+		return unavailableRouter{why}
+	}
+	return s.launch.m.Router(launcher.Settings{StartTimeout: svc.StartTimeout, IdleTimeout: svc.IdleTimeout})
+}
+
+func (s *Supervisor) launchEvent(e launcher.Event) {
+	reason := e.Reason
+	if e.Status != "" {
+		reason = e.Status
+		if e.Reason != "" {
+			reason += ": " + e.Reason
+		}
+	}
+	s.emit(events.Event{
+		Kind: e.Kind, Time: e.Time, PID: uint32(e.PID), Instance: e.Instance,
+		Service: e.Service, Version: e.Version, Reason: reason,
+	})
+}
+
+func (s *Supervisor) spawnBudgets() []any {
+	if s.launch == nil || s.launch.m == nil {
+		return nil
+	}
+	var out []any
+	for _, b := range s.launch.m.Budgets() {
+		out = append(out, b)
+	}
+	return out
+}
+
+// unavailableRouter refuses every Hello with the reason launch mode cannot work.
+type unavailableRouter struct{ why string }
+
+func (u unavailableRouter) Route(context.Context, *serve.Request) (serve.Route, error) {
+	return serve.Route{}, wire.Refuse(wirepb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED, wire.ReasonSpawnFailed+u.why, wire.RetryBackend)
+}
