@@ -232,6 +232,11 @@ func TestAdminCommandExitCodes(t *testing.T) {
 		t.Errorf("hello refused: exit %d %q", code, stdout.String())
 	}
 	stdout.Reset()
+	if code := runHello(context.Background(), []string{"--socket", e.sock("alpha"), "--send", "ping", "alpha", "1.0.0"}, &stdout, &stderr); code != 0 ||
+		!strings.Contains(stdout.String(), `backend replied: "ping"`) {
+		t.Errorf("hello --send: exit %d %q %q", code, stdout.String(), stderr.String())
+	}
+	stdout.Reset()
 	if code := runReload(context.Background(), []string{"-c", e.cfg}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "unchanged alpha") {
 		t.Errorf("reload: exit %d %q %q", code, stdout.String(), stderr.String())
 	}

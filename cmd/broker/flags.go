@@ -50,16 +50,24 @@ func loadConfig(path string) (*config.Config, error) {
 	return config.Load(path, config.LoadOptions{Environ: os.Environ()})
 }
 
-// socketFor resolves the control socket of one service from a config file.
+// socketFor resolves the control socket of one service from a config file: the service
+// of that name, else the "*" service that serves every servicedef; "" picks the first.
 func socketFor(cfgPath, service string) (string, error) {
 	cfg, err := loadConfig(cfgPath)
 	if err != nil {
 		return "", err
 	}
+	any := ""
 	for _, s := range cfg.Services {
 		if service == "" || s.Name == service {
 			return s.Socket, nil
 		}
+		if s.Name == config.AnyService {
+			any = s.Socket
+		}
 	}
-	return "", fmt.Errorf("%s: no [[service]] named %q", cfgPath, service)
+	if any != "" {
+		return any, nil
+	}
+	return "", fmt.Errorf("%s: no [[service]] named %q and no \"*\" service", cfgPath, service)
 }

@@ -86,7 +86,7 @@ func newLogger(w io.Writer, format, level string) zerolog.Logger {
 	if err != nil || level == "" {
 		lvl = zerolog.InfoLevel
 	}
-	return zerolog.New(w).Level(lvl).With().Timestamp().Int("pid", os.Getpid()).Logger()
+	return zerolog.New(w).Level(lvl).With().Timestamp().Int("broker_pid", os.Getpid()).Logger()
 }
 
 func isTerminal(f *os.File) bool {
