@@ -72,7 +72,7 @@ func (l *Loop) serveConn(ctx context.Context, conn *net.UnixConn, s *Settings) {
 		n.KeepaliveIntervalSecs = defaultKeepaliveSecs
 	}
 	if len(route.Token) > 0 && hello.ClientCapabilities&wire.CapHandlePassing != 0 {
-		n.ServerCapabilities = wire.CapHandlePassing
+		n.ServerCapabilities = wire.CapHandlePassing | route.Capabilities&hello.ClientCapabilities
 		n.HandlePassedToken = route.Token
 	}
 	out.ConnectionID = n.ConnectionId

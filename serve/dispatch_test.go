@@ -150,37 +150,50 @@ func TestImplicitDefinitionForRegisteredService(t *testing.T) {
 
 func TestNegotiated(t *testing.T) {
 	token := bytes.Repeat([]byte{7}, 16)
-	router := routerFunc(func(_ context.Context, r *Request) (Route, error) {
-		return Route{Pipe: "/tmp/be.sock", Version: "1.2.3", Token: token}, nil
-	})
-	h := startLoop(t, Settings{Service: "zc", Router: router}, mapDefs{"zc": {Def: zcDef, Found: true}}, nil)
+	router := func(tok []byte) routerFunc {
+		return func(_ context.Context, r *Request) (Route, error) {
+			return Route{Pipe: "/tmp/be.sock", Version: "1.2.3", Token: tok, Capabilities: wire.CapEarlyData}, nil
+		}
+	}
+	defs := mapDefs{"zc": {Def: zcDef, Found: true}}
+	withToken := startLoop(t, Settings{Service: "zc", Router: router(token)}, defs, nil)
+	noToken := startLoop(t, Settings{Service: "zc", Router: router(nil)}, defs, nil)
+	const both = wire.CapHandlePassing | wire.CapEarlyData
 	var last uint64
 	for i, tc := range []struct {
+		h         *harness
 		caps      uint64
 		keepalive uint64
 		wantKA    uint64
 		wantToken bool
+		wantCaps  uint64
 	}{
-		{0, 0, 1800, false},
-		{wire.CapHandlePassing, 30, 30, true},
-		{0x8000000000000000, 0, 1800, false}, // unknown bits ignored
+		{withToken, 0, 0, 1800, false, 0},
+		{withToken, wire.CapHandlePassing, 30, 30, true, wire.CapHandlePassing},
+		{withToken, 0x8000000000000000, 0, 1800, false, 0}, // unknown bits ignored
+		// Route.Capabilities: only bits the client set, only with a token.
+		{withToken, both, 0, 1800, true, both},
+		{withToken, wire.CapEarlyData, 0, 1800, false, 0},
+		{noToken, both, 0, 1800, false, 0},
 	} {
 		m := goodHello()
 		m.ClientCapabilities, m.ClientKeepaliveSecs = tc.caps, tc.keepalive
-		n := h.helloReply(frameBytes(t, helloFrame(t, m))).GetNegotiated()
+		n := tc.h.helloReply(frameBytes(t, helloFrame(t, m))).GetNegotiated()
 		if n == nil {
 			t.Fatalf("case %d: not negotiated", i)
 		}
 		if n.NegotiatedProtocol != 1 || n.BackendPipe != "/tmp/be.sock" || n.DaemonVersion != "1.2.3" || n.KeepaliveIntervalSecs != tc.wantKA {
 			t.Fatalf("case %d: %v", i, n)
 		}
-		if got := len(n.HandlePassedToken) == 16 && n.ServerCapabilities == wire.CapHandlePassing; got != tc.wantToken {
-			t.Fatalf("case %d: token=%x caps=%d", i, n.HandlePassedToken, n.ServerCapabilities)
+		if got := len(n.HandlePassedToken) == 16; got != tc.wantToken || n.ServerCapabilities != tc.wantCaps {
+			t.Fatalf("case %d: token=%x caps=%#x, want caps %#x", i, n.HandlePassedToken, n.ServerCapabilities, tc.wantCaps)
 		}
-		if n.ConnectionId <= last {
-			t.Fatalf("connection ids must increase: %d after %d", n.ConnectionId, last)
+		if tc.h == withToken {
+			if n.ConnectionId <= last {
+				t.Fatalf("connection ids must increase: %d after %d", n.ConnectionId, last)
+			}
+			last = n.ConnectionId
 		}
-		last = n.ConnectionId
 	}
 }
 

@@ -58,6 +58,9 @@ type Route struct {
 	// Token is the one-time handoff token; it is sent only to clients that set
 	// capability bit 0.
 	Token []byte
+	// Capabilities are extra server capability bits (ours); they are granted only with
+	// Token, and only those the client set too.
+	Capabilities uint64
 	// AfterReply, when set, runs after Negotiated was written, owning conn (handoff).
 	AfterReply func(ctx context.Context, conn *net.UnixConn, n *wirepb.Negotiated)
 }

@@ -37,6 +37,10 @@ const (
 // CapHandlePassing is capability bit 0, the only defined bit.
 const CapHandlePassing uint64 = 0x1
 
+// CapEarlyData is capability bit 1, ours (not in v1; v1 peers ignore unknown bits): with
+// a handoff token, the client may write data before the handoff-ready EVENT arrives.
+const CapEarlyData uint64 = 0x2
+
 // Typed framing failures, matchable with errors.Is.
 var (
 	ErrFramingVersion = errors.New("unsupported framing version")
