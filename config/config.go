@@ -33,6 +33,7 @@ import (
 	"github.com/knadh/koanf/v2"
 	gotoml "github.com/pelletier/go-toml/v2"
 
+	"github.com/rpbroker/broker/internal/tomltype"
 	"github.com/rpbroker/broker/names"
 )
 
@@ -162,7 +163,7 @@ func (d *decoder) decode(raw, envBroker map[string]any) *Config {
 	var bm map[string]any
 	if v, ok := raw["broker"]; ok {
 		if bm, ok = v.(map[string]any); !ok {
-			d.errf("broker", "is %s; want a [broker] table", describe(v))
+			d.errf("broker", "is %s; want a [broker] table", tomltype.Describe(v))
 		}
 	}
 	d.broker(cfg, bm, envBroker)

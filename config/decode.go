@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rpbroker/broker/internal/tomltype"
 	"github.com/rpbroker/broker/names"
 )
 
@@ -87,7 +88,7 @@ func (d *decoder) str(s source, key string) (string, bool) {
 	}
 	str, ok := v.(string)
 	if !ok {
-		d.errf(s.label(key), "%s is %s; want a string", tomlValue(v), describe(v))
+		d.errf(s.label(key), "%s is %s; want a string", tomlValue(v), tomltype.Describe(v))
 	}
 	return str, ok
 }
@@ -113,7 +114,7 @@ func (d *decoder) integer(s source, key string, min int64) (int, bool) {
 			return 0, false
 		}
 	default:
-		d.errf(s.label(key), "%s is %s; want an integer", tomlValue(v), describe(v))
+		d.errf(s.label(key), "%s is %s; want an integer", tomlValue(v), tomltype.Describe(v))
 		return 0, false
 	}
 	if n < min {
@@ -135,7 +136,7 @@ func (d *decoder) duration(s source, key string, positive bool) (time.Duration, 
 	}
 	str, ok := v.(string)
 	if !ok {
-		d.errf(s.label(key), "%s is %s; want a duration string such as \"30s\" or \"10m\"", tomlValue(v), describe(v))
+		d.errf(s.label(key), "%s is %s; want a duration string such as \"30s\" or \"10m\"", tomlValue(v), tomltype.Describe(v))
 		return 0, false
 	}
 	dur, err := time.ParseDuration(strings.TrimSpace(str))
@@ -179,25 +180,6 @@ func (d *decoder) path(s source, key string) (string, bool) {
 		return "", false
 	}
 	return p, true
-}
-
-func describe(v any) string {
-	switch v.(type) {
-	case string:
-		return "a string"
-	case int64:
-		return "an integer"
-	case float64:
-		return "a float"
-	case bool:
-		return "a boolean"
-	case map[string]any:
-		return "a table"
-	case []any, []map[string]any:
-		return "an array"
-	default:
-		return "a date/time"
-	}
 }
 
 // tomlValue renders a scalar for an error message, or a placeholder for a container.

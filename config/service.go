@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/rpbroker/broker/internal/tomltype"
 	"github.com/rpbroker/broker/names"
 )
 
@@ -26,7 +27,7 @@ func (d *decoder) services(cfg *Config, v any, present bool) {
 		}
 	case nil:
 	default:
-		d.errf("service", "is %s; want [[service]] tables (note the double brackets)", describe(v))
+		d.errf("service", "is %s; want [[service]] tables (note the double brackets)", tomltype.Describe(v))
 		return
 	}
 	if !present || len(tables) == 0 {
@@ -38,7 +39,7 @@ func (d *decoder) services(cfg *Config, v any, present bool) {
 		m, ok := t.(map[string]any)
 		label := fmt.Sprintf("service[%d]", i+1)
 		if !ok {
-			d.errf(label, "is %s; want a table", describe(t))
+			d.errf(label, "is %s; want a table", tomltype.Describe(t))
 			continue
 		}
 		if n, ok := m["name"].(string); ok && n != "" {

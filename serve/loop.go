@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/rpbroker/broker/internal/ctxsleep"
 	"github.com/rpbroker/broker/servicedef"
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
@@ -153,7 +154,7 @@ func (l *Loop) Run(ctx context.Context) error {
 				// a moment to release some before accepting again.
 				l.shared.FD.AcceptFailed()
 				l.log.Warn().Err(err).Msg("accept: out of file descriptors; demoted")
-				if !sleepCtx(ctx, 10*time.Millisecond) {
+				if !ctxsleep.Sleep(ctx, 10*time.Millisecond) {
 					return nil
 				}
 				continue
@@ -164,7 +165,7 @@ func (l *Loop) Run(ctx context.Context) error {
 			// Unknown accept error: log, back off, keep serving.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 			l.log.Error().Err(err).Dur("backoff", backoff).Msg("accept failed")
-			if !sleepCtx(ctx, backoff) {
+			if !ctxsleep.Sleep(ctx, backoff) {
 				return nil
 			}
 			continue
@@ -236,15 +237,4 @@ func (l *Loop) peerAllowed(conn *net.UnixConn) bool {
 		return false
 	}
 	return true
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

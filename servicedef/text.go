@@ -10,6 +10,7 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/rpbroker/broker/internal/tomltype"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 
@@ -108,7 +109,7 @@ func ParseTOML(name string, b []byte) (*wirepb.ServiceDefinition, error) {
 	str := func(key string, v any) string {
 		s, ok := v.(string)
 		if !ok {
-			errs = append(errs, fmt.Sprintf("key %q: want a string, got %s", key, tomlType(v)))
+			errs = append(errs, fmt.Sprintf("key %q: want a string, got %s", key, tomltype.Describe(v)))
 		}
 		return s
 	}
@@ -130,7 +131,7 @@ func ParseTOML(name string, b []byte) (*wirepb.ServiceDefinition, error) {
 		case "version_allow_list":
 			list, ok := v.([]any)
 			if !ok {
-				errs = append(errs, fmt.Sprintf("key %q: want an array of strings, got %s", key, tomlType(v)))
+				errs = append(errs, fmt.Sprintf("key %q: want an array of strings, got %s", key, tomltype.Describe(v)))
 				continue
 			}
 			for i, e := range list {
@@ -139,7 +140,7 @@ func ParseTOML(name string, b []byte) (*wirepb.ServiceDefinition, error) {
 		case "labels":
 			tbl, ok := v.(map[string]any)
 			if !ok {
-				errs = append(errs, fmt.Sprintf("key %q: want a table of strings, got %s", key, tomlType(v)))
+				errs = append(errs, fmt.Sprintf("key %q: want a table of strings, got %s", key, tomltype.Describe(v)))
 				continue
 			}
 			t.Labels = make(map[string]string, len(tbl))
@@ -158,24 +159,6 @@ func ParseTOML(name string, b []byte) (*wirepb.ServiceDefinition, error) {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return def, nil
-}
-
-func tomlType(v any) string {
-	switch v.(type) {
-	case string:
-		return "a string"
-	case int64:
-		return "an integer"
-	case float64:
-		return "a float"
-	case bool:
-		return "a boolean"
-	case []any:
-		return "an array"
-	case map[string]any:
-		return "a table"
-	}
-	return fmt.Sprintf("a %T", v) // dates and times
 }
 
 // FormatTOML renders def as TOML that ParseTOML reads back to the same definition.

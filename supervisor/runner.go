@@ -9,6 +9,7 @@ import (
 
 	"github.com/rpbroker/broker/admin"
 	"github.com/rpbroker/broker/config"
+	"github.com/rpbroker/broker/internal/ctxsleep"
 	"github.com/rpbroker/broker/registered"
 	"github.com/rpbroker/broker/serve"
 )
@@ -71,7 +72,7 @@ func (s *Supervisor) serve(ctx context.Context, r *runner, svc config.Service) {
 			r.log.Error().Err(err).Dur("retry_in", backoff).Str("socket", svc.Socket).
 				Msg("cannot bind control socket; other services keep serving")
 			s.metrics.loopFailures.WithLabelValues(svc.Name).Inc()
-			if !sleep(ctx, backoff) {
+			if !ctxsleep.Sleep(ctx, backoff) {
 				return
 			}
 			continue
@@ -178,16 +179,5 @@ func (s *Supervisor) adminFor(svc config.Service, socket string) *admin.Handler 
 		Events:   s.recentEvents,
 		Budgets:  s.spawnBudgets,
 		Extra:    s.statusExtra,
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
