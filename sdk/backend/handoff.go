@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -40,7 +41,14 @@ const seenTokens = 4096
 // Our extensions (handoff/ext.go), used only when the broker's offer asks for them:
 // the backend writes the handoff-ready EVENT to the client itself right after adopting
 // the fd (one hop less for the client), and keeps the connection for further exchanges
-// (no dial per handoff).
+// (no dial per handoff). On a reused connection the broker may send the token and the
+// offer in one message: recvToken reads exactly the 16 token bytes, so the offer frame
+// waits in the socket either way.
+//
+// Invariant for relayed handoffs (what makes the client's early data safe): the EVENT
+// is written before anything reads from the client, and a backend that cannot write it
+// declines and closes the fd unread. The handler then finds the client's early bytes
+// already buffered; a client that never saw the EVENT knows nobody read them.
 
 // serveHandoff runs one handoff connection: receive, validate, ack, then serve the
 // client. A v1 exchange serves the client on this goroutine (no extra hop); a reused
@@ -107,16 +115,26 @@ func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn) (net.Conn,
 	case s.opts.AcceptHandoff != nil && !s.opts.AcceptHandoff(tok):
 		ack.ErrorDetail = "declined by backend"
 	default:
-		if ext.RelayConnID != 0 {
-			// Tell the client first: it is waiting, the broker is not.
-			answer.Relayed = relay(fd, tok, ext.RelayConnID)
-		}
 		file := os.NewFile(uintptr(fd), "handoff-client")
-		client, err = net.FileConn(file) // dups; the original is closed below
+		client, err = net.FileConn(file) // dups; the original is closed here
 		file.Close()
 		fd = -1
-		if err != nil {
+		switch {
+		case err != nil:
 			ack.ErrorDetail = "adopt descriptor: " + err.Error()
+		case ext.RelayConnID != 0:
+			// Tell the client first: it is waiting, the broker is not. This write comes
+			// before any read of a client byte, and a backend that could not make it
+			// declines: that invariant makes a client's early data safe (CapEarlyData).
+			// Whoever reads the early bytes has told the client so; a client that saw no
+			// EVENT may send them again through backend_pipe.
+			if err := relay(client, tok, ext.RelayConnID); err != nil {
+				client.Close()
+				client = nil
+				ack.ErrorDetail = "relay handoff-ready event: " + err.Error()
+				break
+			}
+			answer.Relayed = true
 		}
 	}
 	if fd >= 0 {
@@ -129,6 +147,10 @@ func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn) (net.Conn,
 		_, err = c.Write(b)
 	}
 	switch {
+	case err != nil && answer.Relayed:
+		// The client was told it is adopted: serve it; only this connection is lost.
+		s.report(fmt.Errorf("backend %s: handoff: write ack: %w", s.opts.HandoffEndpoint, err))
+		return client, false, nil
 	case err != nil:
 		if client != nil {
 			client.Close() // the broker will not relay; the client falls back
@@ -141,31 +163,30 @@ func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn) (net.Conn,
 	return client, answer.Reuse, nil
 }
 
-// relay writes the handoff-ready EVENT on the received fd (shared with the broker's
-// non-blocking socket) and reports whether all of it went out. A partial write is
-// completed, since the broker must not write a second EVENT after part of one.
-func relay(fd int, tok []byte, connID uint64) bool {
+// relay writes the handoff-ready EVENT to the adopted client in one non-blocking write.
+// A client's receive buffer holds at most Negotiated at this point, so the write does not
+// block; if it ever did not go out whole, the caller declines and the client falls back.
+func relay(client net.Conn, tok []byte, connID uint64) error {
 	ev, err := handoff.AckFrame(wirepb.FrameKind_EVENT, connID, &wirepb.HandoffAck{Token: tok, Accepted: true, CorrelationId: connID})
 	if err != nil {
-		return false
+		return err
 	}
-	done := 0
-	for done < len(ev) {
-		n, err := unix.Write(fd, ev[done:])
-		if n > 0 {
-			done += n
-		}
-		switch {
-		case err == unix.EAGAIN || err == unix.EINTR:
-			if done == 0 {
-				return false // nothing written: let the broker relay
-			}
-			unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}, int(offerTimeout.Milliseconds()))
-		case err != nil:
-			return done > 0
-		}
+	sc, ok := client.(syscall.Conn)
+	if !ok {
+		return errors.New("adopted connection has no descriptor")
 	}
-	return true
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	n := 0
+	if cerr := rc.Control(func(fd uintptr) { n, err = unix.Write(int(fd), ev) }); cerr != nil {
+		return cerr
+	}
+	if err == nil && n != len(ev) {
+		err = fmt.Errorf("short write %d of %d bytes", n, len(ev))
+	}
+	return err
 }
 
 // recvToken reads the token message: 16 bytes with the client's fd as SCM_RIGHTS. It

@@ -1,0 +1,127 @@
+package backend_test
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rpbroker/broker/handoff"
+	"github.com/rpbroker/broker/sdk/backend"
+	"github.com/rpbroker/broker/wire"
+	"github.com/rpbroker/broker/wire/wirepb"
+)
+
+// sendOne plays one broker exchange with the token and the offer frame in a single
+// sendmsg (what our broker does on a proven connection) and returns the raw ack body.
+func sendOne(t *testing.T, c *net.UnixConn, tok []byte, ext handoff.Ext, fd int) []byte {
+	t.Helper()
+	offer, err := handoff.OfferFrameExt(tok, "echo", 33, ext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.WriteMsgUnix(append(append([]byte{}, tok...), offer...), unix.UnixRights(fd), nil); err != nil {
+		t.Fatal(err)
+	}
+	body, err := wire.ReadFrameBody(c, 1024)
+	if err != nil {
+		t.Fatalf("no ack: %v", err)
+	}
+	return body
+}
+
+// A v1 exchange whose token and offer share one message is the same byte stream: the
+// backend reads exactly the 16 token bytes, then the offer frame. With relay, the EVENT
+// reaches the client before the handler reads the bytes the client wrote early, and a
+// backend that cannot write the EVENT declines without reading them.
+func TestHandoffOneMessage(t *testing.T) {
+	dir := shortDir(t)
+	hep := filepath.Join(dir, "h.sock")
+	srv, _ := newServer(t, backend.Options{Endpoint: filepath.Join(dir, "be.sock"), HandoffEndpoint: hep})
+	serve(t, srv, echo)
+
+	cases := []struct {
+		name     string
+		ext      handoff.Ext
+		shutRead bool // the client stops reading first: the relay write fails
+		accept   bool
+	}{
+		{"v1 offer", handoff.Ext{}, false, true},
+		{"relay with early data", handoff.Ext{RelayConnID: 9, Reuse: true}, false, true},
+		{"relay impossible: declined, early data unread", handoff.Ext{RelayConnID: 9, Reuse: true}, true, false},
+	}
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: hep, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cl, fd := clientPair(t)
+			defer unix.Close(fd)
+			early := []byte("early \x00 bytes")
+			if _, err := cl.Write(early); err != nil {
+				t.Fatal(err)
+			}
+			if tc.shutRead {
+				if err := cl.(*net.UnixConn).CloseRead(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			hc := c
+			if !tc.ext.Reuse {
+				// v1: one exchange per connection.
+				hc, err = net.DialUnix("unix", nil, &net.UnixAddr{Name: hep, Net: "unix"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer hc.Close()
+				hc.SetDeadline(time.Now().Add(10 * time.Second))
+			}
+			tok := token()
+			got, err := handoff.ParseAckExt(sendOne(t, hc, tok, tc.ext, fd), wirepb.FrameKind_RESPONSE, tok, 33)
+			if tc.accept != (err == nil) {
+				t.Fatalf("ack: %v, want accepted=%v", err, tc.accept)
+			}
+			if !tc.accept {
+				if !strings.Contains(err.Error(), "relay") {
+					t.Fatalf("decline detail %v", err)
+				}
+				// Nobody read the early bytes: they still wait in the socket.
+				buf := make([]byte, 64)
+				n, err := unix.Read(fd, buf)
+				if err != nil || !bytes.Equal(buf[:n], early) {
+					t.Fatalf("after decline the socket holds %q, %v; want %q", buf[:n], err, early)
+				}
+				return
+			}
+			if got.Relayed != (tc.ext.RelayConnID != 0) || got.Reuse != tc.ext.Reuse {
+				t.Fatalf("ack ext %+v for offer %+v", got, tc.ext)
+			}
+			if tc.ext.RelayConnID != 0 {
+				// The EVENT comes first, read exactly; the echo of the early bytes follows.
+				body, err := wire.ReadFrameBody(cl, 1024)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var f wirepb.Frame
+				var ack wirepb.HandoffAck
+				if proto.Unmarshal(body, &f) != nil || f.Kind != wirepb.FrameKind_EVENT || proto.Unmarshal(f.Payload, &ack) != nil ||
+					!ack.Accepted || !bytes.Equal(ack.Token, tok) || ack.CorrelationId != 9 {
+					t.Fatalf("first frame %v %v, want the handoff-ready EVENT", &f, &ack)
+				}
+			}
+			echoed := make([]byte, len(early))
+			if _, err := io.ReadFull(cl, echoed); err != nil || !bytes.Equal(echoed, early) {
+				t.Fatalf("echo %q, %v", echoed, err)
+			}
+		})
+	}
+}
