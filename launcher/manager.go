@@ -36,6 +36,9 @@ type Options struct {
 	// Events, when set, receives lifecycle events. It is called from many goroutines
 	// and must not block.
 	Events func(Event)
+	// OnSpawn, when set, learns the outcome of every spawn attempt (metrics). It is
+	// called from Manager goroutines and must not block.
+	OnSpawn func(key registry.Key, err error)
 	// Now is the clock of the spawn budgets (tests inject one); nil means time.Now.
 	Now func() time.Time
 	// Environ is the user baseline environment of children; nil means os.Environ().

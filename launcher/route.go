@@ -51,7 +51,13 @@ func (r router) Route(ctx context.Context, req *serve.Request) (serve.Route, err
 		if rt, ok := m.warm(key); ok {
 			return rt, nil
 		}
-		f, err := m.claim(key, func() (serve.Route, error) { return m.spawn(req, bin, key, r.s) })
+		f, err := m.claim(key, func() (serve.Route, error) {
+			rt, err := m.spawn(req, bin, key, r.s)
+			if m.o.OnSpawn != nil {
+				m.o.OnSpawn(key, err)
+			}
+			return rt, err
+		})
 		if err != nil {
 			return serve.Route{}, toRefusal(err)
 		}

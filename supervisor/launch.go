@@ -36,6 +36,7 @@ func (s *Supervisor) startLauncher() {
 		Log:      s.log.With().Str("component", "launcher").Logger(),
 		Grace:    min(s.cfg.Broker.ShutdownGrace/2, defaultChildGrace),
 		Events:   s.launchEvent,
+		OnSpawn:  s.metrics.spawnDone,
 	})
 	ctx, cancel := context.WithCancel(s.ctx)
 	lr := &launchRun{m: m, cancel: cancel, done: make(chan struct{})}

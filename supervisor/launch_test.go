@@ -82,6 +82,15 @@ func TestLaunchModeEndToEnd(t *testing.T) {
 		t.Fatalf("status backends: %v %s", err, reply.Body)
 	}
 	pid := st.Backends[0].PID
+	body, err := r.sup.metrics.render()
+	for _, want := range []string{
+		`running_process_broker_v1_spawn_attempts_total{outcome="success",service="echo",version="1.0.0"} 1`,
+		`running_process_broker_v1_active_backends{service="echo"} 1`,
+	} {
+		if err != nil || !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s (%v)", want, err)
+		}
+	}
 
 	r.shutdown(t)
 	if err := syscall.Kill(pid, 0); err == nil {

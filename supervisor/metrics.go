@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/rpbroker/broker/names"
+	"github.com/rpbroker/broker/registry"
 	"github.com/rpbroker/broker/serve"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
@@ -33,6 +34,7 @@ type metrics struct {
 	reloadTime        prometheus.Gauge
 	servicedefChanges *prometheus.CounterVec
 	loopFailures      *prometheus.CounterVec
+	spawns            *prometheus.CounterVec
 	outcomes          map[wirepb.ErrorCode]string
 }
 
@@ -61,6 +63,9 @@ func newMetrics(s *Supervisor) *metrics {
 		loopFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: ourPrefix + "serve_loop_failures_total", Help: "Serve loops that could not bind or stopped unexpectedly.",
 		}, []string{"service"}),
+		spawns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: v1Prefix + "spawn_attempts_total", Help: "Backend spawn attempts, by outcome (success or failure).",
+		}, []string{"service", "version", "outcome"}),
 		outcomes: make(map[wirepb.ErrorCode]string),
 	}
 	m.reloadOK.Set(1)
@@ -68,7 +73,7 @@ func newMetrics(s *Supervisor) *metrics {
 		m.outcomes[wirepb.ErrorCode(v)] = strings.ToLower(strings.TrimPrefix(name, "ERROR_"))
 	}
 	m.outcomes[wirepb.ErrorCode_ERROR_CODE_UNSPECIFIED] = "negotiated"
-	m.reg.MustRegister(m.hellos, m.helloDuration, m.reloads, m.reloadOK, m.reloadTime, m.servicedefChanges, m.loopFailures,
+	m.reg.MustRegister(m.hellos, m.helloDuration, m.reloads, m.reloadOK, m.reloadTime, m.servicedefChanges, m.loopFailures, m.spawns,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: v1Prefix + "connections_open", Help: "Control connections open now."},
 			func() float64 { return float64(s.shared.ConnectionsOpen()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: v1Prefix + "uptime_seconds", Help: "Seconds since the broker started."},
@@ -76,6 +81,8 @@ func newMetrics(s *Supervisor) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: v1Prefix + "fd_usage_ratio", Help: "Open file descriptors over RLIMIT_NOFILE."},
 			func() float64 { r, _ := FDUsage(); return r }),
 		&backendsCollector{s: s, desc: prometheus.NewDesc(v1Prefix+"active_backends", "Live backends per service.", []string{"service"}, nil)},
+		&budgetCollector{s: s, desc: prometheus.NewDesc(v1Prefix+"spawn_budget_remaining",
+			"Spawn attempts left in the current 30 s window, for keys that used some.", []string{"service", "version"}, nil)},
 	)
 	return m
 }
@@ -118,6 +125,37 @@ func (m *metrics) render() (string, error) {
 		}
 	}
 	return buf.String(), nil
+}
+
+func (m *metrics) spawnDone(key registry.Key, err error) {
+	outcome := "success"
+	if err != nil {
+		outcome = "failure"
+	}
+	m.spawns.WithLabelValues(key.Service, key.Version, outcome).Inc()
+}
+
+type budgetCollector struct {
+	s    *Supervisor
+	desc *prometheus.Desc
+}
+
+func (c *budgetCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *budgetCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.s.launch == nil || c.s.launch.m == nil {
+		return
+	}
+	left := map[[2]string]int{}
+	for _, b := range c.s.launch.m.Budgets() {
+		k := [2]string{b.ServiceName, b.ServiceVersion}
+		if n, ok := left[k]; !ok || b.Remaining < n {
+			left[k] = b.Remaining
+		}
+	}
+	for k, n := range left {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), k[0], k[1])
+	}
 }
 
 type backendsCollector struct {
