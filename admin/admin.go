@@ -74,10 +74,7 @@ func (h *Handler) Serve(_ context.Context, req *wirepb.AdminRequest) *wirepb.Adm
 		}
 		return h.json("config", map[string]any{"values": values})
 	case wirepb.AdminVerb_DIAGNOSE:
-		return h.json("diagnose", map[string]any{
-			"bundle": map[string]any{"written": false, "contents": []string{"status", "dump", "config", "metrics"}},
-			"status": h.status(),
-		})
+		return h.diagnose(req.OutputPath)
 	case wirepb.AdminVerb_METRICS:
 		if h.Metrics == nil {
 			return text("unsupported admin verb\n", 2)

@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -71,6 +72,28 @@ func TestVerbByName(t *testing.T) {
 	for _, bad := range []string{"", "nope", "admin-verb-unspecified"} {
 		if _, ok := VerbByName(bad); ok {
 			t.Errorf("VerbByName(%q) accepted", bad)
+		}
+	}
+}
+
+func TestDiagnoseWritesBundle(t *testing.T) {
+	h := &Handler{Instance: "shared", Shared: serve.NewShared(nil, nil), Registry: registry.New(),
+		Metrics: func() (string, error) { return "# EOF\n", nil }}
+	path := t.TempDir() + "/bundle.json"
+	r := h.Serve(context.Background(), &wirepb.AdminRequest{Verb: wirepb.AdminVerb_DIAGNOSE, OutputPath: path})
+	if r.ExitCode != 0 || !strings.Contains(r.Body, `"written": true`) {
+		t.Fatalf("diagnose: %d %s", r.ExitCode, r.Body)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || !json.Valid(b) || !strings.Contains(string(b), `"metrics": "# EOF\n"`) {
+		t.Fatalf("bundle: %v %s", err, b)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("bundle mode %v", fi.Mode())
+	}
+	for _, bad := range []string{path, "relative.json"} { // existing file, relative path
+		if r := h.Serve(context.Background(), &wirepb.AdminRequest{Verb: wirepb.AdminVerb_DIAGNOSE, OutputPath: bad}); r.ExitCode != 1 {
+			t.Errorf("diagnose to %q: exit %d %s", bad, r.ExitCode, r.Body)
 		}
 	}
 }
