@@ -40,6 +40,7 @@ var (
 	ErrNoBackend      = errors.New("no verified backend to hand off to")
 	ErrPeerUnverified = errors.New("handoff endpoint peer is not the verified backend")
 	ErrBusy           = errors.New("too many handoffs in flight")
+	ErrNoRelaySpare   = errors.New("early data granted but no spare proven to relay is left")
 )
 
 // Options configure a Dispatcher for one backend handoff endpoint.
@@ -67,6 +68,7 @@ type Options struct {
 // Stats count what a Dispatcher did, for tests and status output.
 type Stats struct {
 	Handoffs, Failures uint64
+	Early              uint64 // handoffs whose client was granted early data
 	Spares             int
 	Tokens             int
 }
@@ -82,17 +84,22 @@ type Dispatcher struct {
 	inflight atomic.Int64
 	handoffs atomic.Uint64
 	failures atomic.Uint64
+	early    atomic.Uint64
 
 	mu     sync.Mutex
 	pool   []spare
 	closed bool
 }
 
-// spare is a verified, unused connection to the handoff endpoint.
+// spare is a verified, unused connection to the handoff endpoint. ext is what the
+// backend last acked on it (zero for a fresh dial): Reuse proves an ext-aware reader
+// (token and offer may share one sendmsg), Relayed proves it writes the EVENT itself
+// (early data may be granted).
 type spare struct {
 	c   *net.UnixConn
 	pid int
 	at  time.Time
+	ext Ext
 }
 
 // New returns a Dispatcher; call Run to keep spares ready (Handoff works without, dialling
@@ -123,6 +130,27 @@ func (d *Dispatcher) Endpoint() string { return d.o.Endpoint }
 // outstanding): the client then gets no token and uses backend_pipe.
 func (d *Dispatcher) Issue() []byte { return d.tok.issue(time.Now()) }
 
+// EarlyData reports whether a client may be granted early data now (CapEarlyData): a
+// spare to the verified backend has proven, by its ack, that the backend writes the EVENT
+// itself before reading the client. Handoff with early set uses only such a spare.
+func (d *Dispatcher) EarlyData() bool {
+	if d.o.V1Only {
+		return false
+	}
+	expect, ok := d.expect()
+	if !ok {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, s := range d.pool {
+		if s.ext.Relayed && (expect < 0 || s.pid == expect) {
+			return true
+		}
+	}
+	return false
+}
+
 // Kick asks Run to refill the pool now (e.g. a backend was just verified).
 func (d *Dispatcher) Kick() {
 	select {
@@ -136,7 +164,7 @@ func (d *Dispatcher) Stats() Stats {
 	d.mu.Lock()
 	n := len(d.pool)
 	d.mu.Unlock()
-	return Stats{Handoffs: d.handoffs.Load(), Failures: d.failures.Load(), Spares: n, Tokens: d.tok.outstanding()}
+	return Stats{Handoffs: d.handoffs.Load(), Failures: d.failures.Load(), Early: d.early.Load(), Spares: n, Tokens: d.tok.outstanding()}
 }
 
 // Run keeps the spare pool full until ctx is cancelled, then closes every spare.
@@ -249,7 +277,8 @@ func (d *Dispatcher) expect() (int, bool) {
 
 // take returns a usable spare, dialling inline only when the pool is empty. The caller
 // kicks the refill once its handoff is done, so that dialling never competes with it.
-func (d *Dispatcher) take(ctx context.Context, expect int) (spare, error) {
+// Spares proven by an ext ack go first; early takes only one proven to relay (or none).
+func (d *Dispatcher) take(ctx context.Context, expect int, early bool) (spare, error) {
 	now := time.Now()
 	for {
 		d.mu.Lock()
@@ -258,14 +287,28 @@ func (d *Dispatcher) take(ctx context.Context, expect int) (spare, error) {
 			d.mu.Unlock()
 			break
 		}
-		s := d.pool[n-1] // newest first: least likely to have gone stale
-		d.pool[n-1] = spare{}
-		d.pool = d.pool[:n-1]
+		i := n - 1 // newest first: least likely to have gone stale
+		for j := n - 1; j >= 0; j-- {
+			if (early && d.pool[j].ext.Relayed) || (!early && d.pool[j].ext.Reuse) {
+				i = j
+				break
+			}
+		}
+		s := d.pool[i]
+		if early && !s.ext.Relayed {
+			d.mu.Unlock()
+			return spare{}, ErrNoRelaySpare
+		}
+		d.pool = append(d.pool[:i], d.pool[i+1:]...)
+		d.pool[:n][n-1] = spare{}
 		d.mu.Unlock()
 		if d.usable(s, expect, now) {
 			return s, nil
 		}
 		s.c.Close()
+	}
+	if early {
+		return spare{}, ErrNoRelaySpare // a fresh dial has proven nothing
 	}
 	c, pid, err := d.dial(ctx, expect)
 	return spare{c: c, pid: pid, at: now}, err

@@ -24,8 +24,16 @@ const sendAttempts = 3
 // connectionID (used as the correlation id). It owns client and closes the broker's copy
 // on every path. A failure is silent for the client, which reconnects through
 // backend_pipe; it is logged with its reason and returned for callers that count it.
-func (d *Dispatcher) Handoff(ctx context.Context, client *net.UnixConn, token []byte, connectionID uint64, service string) error {
-	err := d.handoff(ctx, client, token, connectionID, service)
+//
+// early says Negotiated granted CapEarlyData: the client may already have written to
+// client, so its fd goes only to a spare proven to relay the EVENT before reading (see
+// EarlyData); without one, the handoff fails and the client, seeing EOF, sends its data
+// through backend_pipe instead.
+func (d *Dispatcher) Handoff(ctx context.Context, client *net.UnixConn, token []byte, connectionID uint64, service string, early bool) error {
+	if early {
+		d.early.Add(1)
+	}
+	err := d.handoff(ctx, client, token, connectionID, service, early)
 	client.Close()
 	if d.poolLen() < d.o.Spares {
 		d.Kick() // refill after the fact: no dial competes with the handoff itself
@@ -42,7 +50,7 @@ func (d *Dispatcher) Handoff(ctx context.Context, client *net.UnixConn, token []
 	return nil
 }
 
-func (d *Dispatcher) handoff(ctx context.Context, client *net.UnixConn, token []byte, connID uint64, service string) error {
+func (d *Dispatcher) handoff(ctx context.Context, client *net.UnixConn, token []byte, connID uint64, service string, early bool) error {
 	start := time.Now()
 	if !d.tok.consume(token, start) {
 		return ErrToken
@@ -75,14 +83,15 @@ func (d *Dispatcher) handoff(ctx context.Context, client *net.UnixConn, token []
 		return fmt.Errorf("client fd: %w", err)
 	}
 
-	s, err := d.send(ctx, expect, token, oob)
+	s, offered, err := d.send(ctx, expect, early, token, offer, oob)
 	if err != nil {
 		return err
 	}
 	c := s.c
 	reuse := false
+	var got Ext
 	defer func() {
-		if !reuse || !d.put(spare{c: c, pid: s.pid, at: time.Now()}) {
+		if !reuse || !d.put(spare{c: c, pid: s.pid, at: time.Now(), ext: got}) {
 			c.Close()
 		}
 	}()
@@ -92,8 +101,10 @@ func (d *Dispatcher) handoff(ctx context.Context, client *net.UnixConn, token []
 		stop = context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 		defer stop()
 	}
-	if _, err := c.Write(offer); err != nil {
-		return fmt.Errorf("write offer: %w", err)
+	if !offered {
+		if _, err := c.Write(offer); err != nil {
+			return fmt.Errorf("write offer: %w", err)
+		}
 	}
 	body, err := wire.ReadFrameBody(c, maxControlBody)
 	if err != nil {
@@ -102,9 +113,14 @@ func (d *Dispatcher) handoff(ctx context.Context, client *net.UnixConn, token []
 		}
 		return fmt.Errorf("read ack: %w", err)
 	}
-	got, err := ParseAckExt(body, wirepb.FrameKind_RESPONSE, token, connID)
+	got, err = ParseAckExt(body, wirepb.FrameKind_RESPONSE, token, connID)
 	if err != nil {
 		return err
+	}
+	if early && !got.Relayed {
+		// Broken promise: the handler may read the early data before our EVENT lands.
+		d.o.Log.Warn().Str("event", "handoff_early_unrelayed").Int("pid", s.pid).
+			Msg("backend proven to relay acked without relaying; relaying for it")
 	}
 	if !got.Relayed {
 		client.SetWriteDeadline(time.Now().Add(relayTimeout))
@@ -122,27 +138,34 @@ func (d *Dispatcher) handoff(ctx context.Context, client *net.UnixConn, token []
 }
 
 // send writes the token bytes with the client fd on a verified spare, in one sendmsg.
-func (d *Dispatcher) send(ctx context.Context, expect int, token, oob []byte) (spare, error) {
+// On a spare whose backend acked our extensions the offer frame rides in the same
+// message (one wake-up for the backend); offered reports that. A v1 backend gets exactly
+// the 16 token bytes, as v1 says, in case it reads them with a larger buffer.
+func (d *Dispatcher) send(ctx context.Context, expect int, early bool, token, offer, oob []byte) (spare, bool, error) {
 	var last error
 	for range sendAttempts {
-		s, err := d.take(ctx, expect)
+		s, err := d.take(ctx, expect, early)
 		if err != nil {
-			return spare{}, err
+			return spare{}, false, err
+		}
+		msg := token
+		if s.ext.Reuse && !d.o.V1Only {
+			msg = append(append(make([]byte, 0, len(token)+len(offer)), token...), offer...)
 		}
 		s.c.SetWriteDeadline(time.Now().Add(d.o.AckTimeout))
-		n, oobn, err := s.c.WriteMsgUnix(token, oob, nil)
-		if err == nil && n == len(token) && oobn == len(oob) {
-			return s, nil
+		n, oobn, err := s.c.WriteMsgUnix(msg, oob, nil)
+		if err == nil && n == len(msg) && oobn == len(oob) {
+			return s, len(msg) > len(token), nil
 		}
 		s.c.Close()
 		if n > 0 || err == nil {
 			// Part of the message went out, perhaps with the fd: the backend sees a short
-			// token and must reject it. Never send the fd a second time.
-			return spare{}, fmt.Errorf("sendmsg wrote %d of %d bytes: %v", n, len(token), err)
+			// message and must reject it. Never send the fd a second time.
+			return spare{}, false, fmt.Errorf("sendmsg wrote %d of %d bytes: %v", n, len(msg), err)
 		}
 		last = fmt.Errorf("sendmsg: %w", err)
 	}
-	return spare{}, last
+	return spare{}, false, last
 }
 
 // rightsOf builds the SCM_RIGHTS control message for the client's fd. The fd stays valid

@@ -15,6 +15,17 @@ import (
 // connection after the ack.
 // Ack field 16 (varint 1), relayed: the backend wrote the EVENT; the broker must not.
 // Ack field 17 (varint 1), reuse: the backend reads another exchange on this connection.
+//
+// What an ext ack proves, per connection (the broker remembers it on the spare):
+//   - reuse acked: the backend reads exactly the 16 token bytes, so the next exchange
+//     sends the token and the offer frame in one sendmsg (one wake-up). A v1 backend
+//     never gets that: v1 says the token message carries exactly 16 bytes.
+//   - relayed acked: the backend writes the EVENT before reading any client byte, and
+//     declines (closing the fd unread) when it cannot. Only then may Negotiated grant
+//     early data (wire.CapEarlyData, ours): the client writes its first bytes right
+//     after Negotiated, and the handoff goes only over such a connection. Whoever reads
+//     those bytes has told the client so; a client that saw no EVENT resends them through
+//     backend_pipe.
 const (
 	fieldRelay protowire.Number = 16
 	fieldReuse protowire.Number = 17

@@ -117,7 +117,7 @@ func TestHandoffAdopted(t *testing.T) {
 				bc, cc := p.pair()
 				tok := d.Issue()
 				id := uint64(100 + i)
-				if err := d.Handoff(context.Background(), bc, tok, id, "svc"); err != nil {
+				if err := d.Handoff(context.Background(), bc, tok, id, "svc", false); err != nil {
 					t.Fatal(err)
 				}
 				readRelay(t, cc, tok, id)
@@ -168,7 +168,7 @@ func TestHandoffFailures(t *testing.T) {
 			p := newPairs(t, handofftest.ShortDir(t))
 			bc, cc := p.pair()
 			defer cc.Close()
-			if err := d.Handoff(context.Background(), bc, tok, 1, "svc"); err != nil {
+			if err := d.Handoff(context.Background(), bc, tok, 1, "svc", false); err != nil {
 				t.Fatal(err)
 			}
 			return tok
@@ -190,7 +190,7 @@ func TestHandoffFailures(t *testing.T) {
 			bc, cc := p.pair()
 			defer cc.Close()
 			start := time.Now()
-			err := d.Handoff(context.Background(), bc, tok, 7, "svc")
+			err := d.Handoff(context.Background(), bc, tok, 7, "svc", false)
 			if !errors.Is(err, c.want) {
 				t.Fatalf("error %v, want %v", err, c.want)
 			}

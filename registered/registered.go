@@ -38,7 +38,8 @@ type Options struct {
 	Instance string // registry instance id, e.g. private:<service>
 	// HandoffEndpoint is the backend's handoff socket; empty disables handoff. When set,
 	// clients that set capability bit 0 get a token, and their connection is passed to
-	// the backend after Negotiated (only ever to the verified backend's pid).
+	// the backend after Negotiated (only ever to the verified backend's pid). Clients that
+	// also set bit 1 get early data (ours) once the backend has proven it relays.
 	HandoffEndpoint string
 	// Handoff tunes the dispatcher (spares, timeouts); Endpoint, ExpectPID and Log are
 	// filled in here.
@@ -124,10 +125,15 @@ func (b *Backend) Route(_ context.Context, req *serve.Request) (serve.Route, err
 		if tok := b.disp.Issue(); tok != nil {
 			service := req.Hello.ServiceName
 			r.Token = tok
+			if req.Hello.ClientCapabilities&wire.CapEarlyData != 0 && b.disp.EarlyData() {
+				// Ours: the client may write before the EVENT, since the backend is known
+				// to write the EVENT before it reads (handoff.Dispatcher.EarlyData).
+				r.Capabilities = wire.CapEarlyData
+			}
 			r.AfterReply = func(ctx context.Context, conn *net.UnixConn, n *wirepb.Negotiated) {
 				// Runs on the connection's goroutine: the slot stays held until the ack
 				// (bounded by the ack timeout and the dispatcher's in-flight cap).
-				b.disp.Handoff(ctx, conn, n.HandlePassedToken, n.ConnectionId, service)
+				b.disp.Handoff(ctx, conn, n.HandlePassedToken, n.ConnectionId, service, n.ServerCapabilities&wire.CapEarlyData != 0)
 			}
 		}
 	}
