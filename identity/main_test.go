@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rpbroker/broker/identity"
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/wire"
 )
 
@@ -50,17 +51,6 @@ func serveChild(endpoint string) error {
 	}
 }
 
-// shortDir is a socket directory short enough for sun_path.
-func shortDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("/tmp", "rpb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
 // startChild runs exe as a probe-answering backend on endpoint and waits until it answers.
 func startChild(t *testing.T, cmd *exec.Cmd, endpoint string) {
 	t.Helper()
@@ -73,28 +63,10 @@ func startChild(t *testing.T, cmd *exec.Cmd, endpoint string) {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	})
-	waitFor(t, 10*time.Second, func() error {
+	testutil.WaitForErr(t, 10*time.Second, func() error {
 		_, err := identity.Probe(context.Background(), endpoint)
 		return err
 	})
-}
-
-// waitFor polls cond until it returns nil or the deadline passes.
-func waitFor(t *testing.T, limit time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", limit, err)
-		}
-		<-tick.C
-	}
 }
 
 func mustIs(t *testing.T, err, target error) {

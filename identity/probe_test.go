@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rpbroker/broker/identity"
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
@@ -23,7 +24,7 @@ import (
 // writes whatever respond returns (nil: nothing). Being in-process, SO_PEERCRED names us.
 func fakeBackend(t *testing.T, respond func(conn net.Conn, req *wirepb.Frame)) string {
 	t.Helper()
-	ep := filepath.Join(shortDir(t), "fake.sock")
+	ep := filepath.Join(testutil.ShortDir(t), "fake.sock")
 	fakeBackendAt(t, ep, respond)
 	return ep
 }
@@ -130,7 +131,7 @@ func TestProbeChecks(t *testing.T) {
 	var h identity.Hasher
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ep := filepath.Join(shortDir(t), "fake.sock")
+			ep := filepath.Join(testutil.ShortDir(t), "fake.sock")
 			self, err := h.Self(ep)
 			if err != nil {
 				t.Fatal(err)
@@ -192,7 +193,7 @@ func TestProbeDeadlines(t *testing.T) {
 		mustIs(t, err, identity.ErrNoResponse)
 	})
 	t.Run("unreachable", func(t *testing.T) {
-		_, err := identity.Probe(context.Background(), filepath.Join(shortDir(t), "none.sock"))
+		_, err := identity.Probe(context.Background(), filepath.Join(testutil.ShortDir(t), "none.sock"))
 		mustIs(t, err, identity.ErrUnreachable)
 	})
 }
@@ -202,7 +203,7 @@ func TestCheckConnect(t *testing.T) {
 	if err := identity.CheckConnect(context.Background(), ep); err != nil {
 		t.Fatal(err)
 	}
-	mustIs(t, identity.CheckConnect(context.Background(), filepath.Join(shortDir(t), "none.sock")), identity.ErrUnreachable)
+	mustIs(t, identity.CheckConnect(context.Background(), filepath.Join(testutil.ShortDir(t), "none.sock")), identity.ErrUnreachable)
 }
 
 func TestAnswerRejectsNonProbe(t *testing.T) {

@@ -2,7 +2,6 @@ package identity_test
 
 import (
 	"context"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/rpbroker/broker/identity"
+	"github.com/rpbroker/broker/internal/testutil"
 )
 
 func TestProbeAndVerifySeparateProcess(t *testing.T) {
@@ -18,7 +18,7 @@ func TestProbeAndVerifySeparateProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ep := filepath.Join(shortDir(t), "be.sock")
+	ep := filepath.Join(testutil.ShortDir(t), "be.sock")
 	cmd := exec.Command(exe)
 	startChild(t, cmd, ep)
 
@@ -63,9 +63,9 @@ func TestProbeAndVerifyReplacedBinary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := shortDir(t)
+	dir := testutil.ShortDir(t)
 	bin := filepath.Join(dir, "backend")
-	copyFile(t, exe, bin, 0o755)
+	testutil.CopyFile(t, exe, bin, 0o755)
 	want, err := identity.HashFile(bin)
 	if err != nil {
 		t.Fatal(err)
@@ -102,13 +102,13 @@ func TestForeignUIDRejected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := shortDir(t)
+	dir := testutil.ShortDir(t)
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
 	// The go-build directory is private to us: give nobody a copy it can execute.
 	bin := filepath.Join(dir, "backend")
-	copyFile(t, exe, bin, 0o755)
+	testutil.CopyFile(t, exe, bin, 0o755)
 	ep := filepath.Join(dir, "be.sock")
 	cmd := exec.Command(bin)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
@@ -125,23 +125,4 @@ func TestForeignUIDRejected(t *testing.T) {
 	// A backend of another user fails verification even though its answer is honest.
 	_, err = identity.ProbeAndVerify(context.Background(), ep, nil, 0)
 	mustIs(t, err, identity.ErrForeignUID)
-}
-
-func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
-	t.Helper()
-	in, err := os.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
 }

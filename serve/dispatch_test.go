@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
@@ -112,7 +113,7 @@ func TestDispatchRefusals(t *testing.T) {
 		})
 	}
 	if n := h.loop.ConnectionsOpen(); n != 0 {
-		waitFor(t, "connections to close", func() bool { return h.loop.ConnectionsOpen() == 0 })
+		testutil.WaitFor(t, "connections to close", func() bool { return h.loop.ConnectionsOpen() == 0 })
 	}
 }
 
@@ -314,7 +315,7 @@ func TestConnectionLimit(t *testing.T) {
 	}
 	close(gate)
 	wg.Wait()
-	waitFor(t, "slots to free", func() bool { return h.loop.ConnectionsOpen() == 0 })
+	testutil.WaitFor(t, "slots to free", func() bool { return h.loop.ConnectionsOpen() == 0 })
 	if h.helloReply(frameBytes(t, helloFrame(t, goodHello()))).GetNegotiated() == nil {
 		t.Fatal("loop must serve again after the cap")
 	}
@@ -326,7 +327,7 @@ func TestConnectionLimit(t *testing.T) {
 }
 
 func TestStaleSocketReclaimedLiveRefused(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortDir(t)
 	path := dir + "/s.sock"
 	ln, err := Listen(path)
 	if err != nil {
@@ -345,7 +346,7 @@ func TestStaleSocketReclaimedLiveRefused(t *testing.T) {
 }
 
 func TestPrepareDirRefusesUnsafeDirectories(t *testing.T) {
-	base := shortDir(t)
+	base := testutil.ShortDir(t)
 	open := base + "/open"
 	mkdir(t, open, 0o755)
 	link := base + "/link"

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/servicedef"
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
@@ -27,17 +27,6 @@ type routerFunc func(ctx context.Context, r *Request) (Route, error)
 
 func (f routerFunc) Route(ctx context.Context, r *Request) (Route, error) { return f(ctx, r) }
 
-// shortDir returns a socket directory short enough for sun_path.
-func shortDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("/tmp", "rpbs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
 type harness struct {
 	t      *testing.T
 	loop   *Loop
@@ -50,7 +39,7 @@ type harness struct {
 // startLoop binds a real socket and runs a loop on it until the test ends.
 func startLoop(t *testing.T, set Settings, defs Defs, shared *Shared, tweak ...func(*Loop)) *harness {
 	t.Helper()
-	path := filepath.Join(shortDir(t), "ctl.sock")
+	path := filepath.Join(testutil.ShortDir(t), "ctl.sock")
 	ln, err := Listen(path)
 	if err != nil {
 		t.Fatal(err)
@@ -144,18 +133,6 @@ func helloFrame(t *testing.T, h *wirepb.Hello) *wirepb.Frame {
 
 func goodHello() *wirepb.Hello {
 	return &wirepb.Hello{ClientMinProtocol: 1, ClientMaxProtocol: 1, ServiceName: "zc", WantedVersion: "1.2.3"}
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 var errBoom = errors.New("boom")

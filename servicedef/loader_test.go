@@ -1,7 +1,6 @@
 package servicedef
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
@@ -26,28 +26,10 @@ func withDropEvents() Option {
 	return func(o *options) { o.dropEvent = func(fsnotify.Event) bool { return true } }
 }
 
-// syncBuf collects log output written from the loader goroutine.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startLoader runs a Loader on dir until the test ends and waits for its first scan.
-func startLoader(t testing.TB, dir string, opts ...Option) (*Loader, *syncBuf) {
+func startLoader(t testing.TB, dir string, opts ...Option) (*Loader, *testutil.SyncBuffer) {
 	t.Helper()
-	logs := &syncBuf{}
+	logs := &testutil.SyncBuffer{}
 	l := NewLoader(dir, zerolog.New(logs), opts...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -64,20 +46,6 @@ func startLoader(t testing.TB, dir string, opts ...Option) (*Loader, *syncBuf) {
 		t.Fatal("loader not ready after 5s")
 	}
 	return l, logs
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
 }
 
 func privateDir(t testing.TB) string {
@@ -197,18 +165,18 @@ func TestLoaderCreateWriteRenameRemove(t *testing.T) {
 	changes := collect(t, ch)
 
 	writeInPlace(t, dir, "zc", encode(t, defWith("zc", "/bin/a"))) // create
-	waitFor(t, "created definition", func() bool { return binOf(l, "zc") == "/bin/a" })
+	testutil.WaitFor(t, "created definition", func() bool { return binOf(l, "zc") == "/bin/a" })
 
 	writeInPlace(t, dir, "zc", encode(t, defWith("zc", "/bin/b"))) // write in place
-	waitFor(t, "rewritten definition", func() bool { return binOf(l, "zc") == "/bin/b" })
+	testutil.WaitFor(t, "rewritten definition", func() bool { return binOf(l, "zc") == "/bin/b" })
 
 	renameOver(t, dir, "zc", encode(t, defWith("zc", "/bin/c"))) // atomic save
-	waitFor(t, "renamed-over definition", func() bool { return binOf(l, "zc") == "/bin/c" })
+	testutil.WaitFor(t, "renamed-over definition", func() bool { return binOf(l, "zc") == "/bin/c" })
 
 	if err := os.Remove(filepath.Join(dir, "zc"+Ext)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "removal", func() bool { return !l.Lookup("zc").Found })
+	testutil.WaitFor(t, "removal", func() bool { return !l.Lookup("zc").Found })
 	if r := l.Lookup("zc").Refusal(); r == nil || r.Reason != wire.ReasonServiceNotFound {
 		t.Fatalf("after removal: %+v", r)
 	}
@@ -216,7 +184,7 @@ func TestLoaderCreateWriteRenameRemove(t *testing.T) {
 	// A write in place may be seen half-done (truncated): that shows as a Rejected that
 	// keeps the last good definition, so it is left out of the comparison.
 	want := "zc:loaded zc:changed zc:changed zc:removed"
-	waitFor(t, "four changes", func() bool { return kinds(changes(), Rejected) == want })
+	testutil.WaitFor(t, "four changes", func() bool { return kinds(changes(), Rejected) == want })
 	var inEffect *wirepb.ServiceDefinition
 	for _, c := range changes() {
 		if c.Kind == Rejected && c.Def != inEffect {
@@ -241,7 +209,7 @@ func TestLoaderCorruptKeepsLastGood(t *testing.T) {
 
 	bad := defWith("zc", "relative/bin")
 	renameOver(t, dir, "zc", encode(t, bad))
-	waitFor(t, "rejection", func() bool { return l.Lookup("zc").Stale != nil })
+	testutil.WaitFor(t, "rejection", func() bool { return l.Lookup("zc").Stale != nil })
 	lk := l.Lookup("zc")
 	if lk.Def.GetBinaryPath() != "/bin/good" || lk.Err != nil || lk.Refusal() != nil {
 		t.Fatalf("last good not kept: %+v", lk)
@@ -251,16 +219,16 @@ func TestLoaderCorruptKeepsLastGood(t *testing.T) {
 	}
 
 	renameOver(t, dir, "zc", []byte{0x0A, 0x09, 'z'}) // truncated: a half-written file
-	waitFor(t, "second rejection", func() bool {
+	testutil.WaitFor(t, "second rejection", func() bool {
 		s := l.Lookup("zc").Stale
 		return s != nil && strings.Contains(s.Error(), "not a protobuf")
 	})
 
 	renameOver(t, dir, "zc", encode(t, defWith("zc", "/bin/fixed")))
-	waitFor(t, "fixed definition", func() bool { return binOf(l, "zc") == "/bin/fixed" && l.Lookup("zc").Stale == nil })
+	testutil.WaitFor(t, "fixed definition", func() bool { return binOf(l, "zc") == "/bin/fixed" && l.Lookup("zc").Stale == nil })
 
 	want := "zc:rejected zc:rejected zc:changed"
-	waitFor(t, "changes "+want, func() bool { return kinds(changes(), 0) == want || len(changes()) > 3 })
+	testutil.WaitFor(t, "changes "+want, func() bool { return kinds(changes(), 0) == want || len(changes()) > 3 })
 	if got := kinds(changes(), 0); got != want {
 		t.Fatalf("changes %s, want %s", got, want)
 	}
@@ -280,7 +248,7 @@ func TestLoaderNeverGood(t *testing.T) {
 	d := defWith("zc", "/bin/zc")
 	d.Isolation = wirepb.BrokerIsolation_EXPLICIT_INSTANCE
 	renameOver(t, dir, "zc", encode(t, d))
-	waitFor(t, "rejected file", func() bool { return l.Lookup("zc").Found })
+	testutil.WaitFor(t, "rejected file", func() bool { return l.Lookup("zc").Found })
 	lk := l.Lookup("zc")
 	if lk.Def != nil || lk.Err == nil || !strings.Contains(lk.Err.Error(), "explicit_instance is empty") {
 		t.Fatalf("lookup: %+v", lk)
@@ -299,7 +267,7 @@ func TestLoaderCreatesMissingDir(t *testing.T) {
 		t.Fatalf("dir not created 0700: %v %v", fi.Mode(), err)
 	}
 	renameOver(t, dir, "zc", encode(t, defWith("zc", "/bin/zc")))
-	waitFor(t, "definition in created dir", func() bool { return binOf(l, "zc") == "/bin/zc" })
+	testutil.WaitFor(t, "definition in created dir", func() bool { return binOf(l, "zc") == "/bin/zc" })
 }
 
 func TestLoaderDirUncreatableThenFixed(t *testing.T) {
@@ -320,9 +288,9 @@ func TestLoaderDirUncreatableThenFixed(t *testing.T) {
 	if err := os.Mkdir(blocker, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "directory created by the retry", func() bool { _, err := os.Stat(dir); return err == nil })
+	testutil.WaitFor(t, "directory created by the retry", func() bool { _, err := os.Stat(dir); return err == nil })
 	renameOver(t, dir, "zc", encode(t, defWith("zc", "/bin/zc")))
-	waitFor(t, "definition", func() bool { return binOf(l, "zc") == "/bin/zc" })
+	testutil.WaitFor(t, "definition", func() bool { return binOf(l, "zc") == "/bin/zc" })
 }
 
 func TestLoaderInsecureDir(t *testing.T) {
@@ -343,14 +311,14 @@ func TestLoaderInsecureDir(t *testing.T) {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "definition after chmod 700", func() bool { return binOf(l, "zc") == "/bin/zc" })
+	testutil.WaitFor(t, "definition after chmod 700", func() bool { return binOf(l, "zc") == "/bin/zc" })
 
 	if err := os.Chmod(dir, 0o750); err != nil { // seen through the watch on the dir itself
 		t.Fatal(err)
 	}
-	waitFor(t, "refusal after chmod 750", func() bool { return l.Lookup("zc").Def == nil })
+	testutil.WaitFor(t, "refusal after chmod 750", func() bool { return l.Lookup("zc").Def == nil })
 	want := "zc:loaded zc:rejected"
-	waitFor(t, "changes "+want, func() bool { return kinds(changes(), 0) == want })
+	testutil.WaitFor(t, "changes "+want, func() bool { return kinds(changes(), 0) == want })
 	if c := changes()[1]; c.Def != nil || !strings.Contains(c.Err.Error(), "chmod 700") {
 		t.Fatalf("rejection: %+v", c)
 	}
@@ -363,10 +331,10 @@ func TestLoaderDirRemovedWhileWatched(t *testing.T) {
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "service gone", func() bool { return !l.Lookup("zc").Found && l.Lookup("zc").Err == nil })
-	waitFor(t, "dir recreated", func() bool { _, err := os.Stat(dir); return err == nil })
+	testutil.WaitFor(t, "service gone", func() bool { return !l.Lookup("zc").Found && l.Lookup("zc").Err == nil })
+	testutil.WaitFor(t, "dir recreated", func() bool { _, err := os.Stat(dir); return err == nil })
 	renameOver(t, dir, "zc", encode(t, defWith("zc", "/bin/again")))
-	waitFor(t, "definition after recreation", func() bool { return binOf(l, "zc") == "/bin/again" })
+	testutil.WaitFor(t, "definition after recreation", func() bool { return binOf(l, "zc") == "/bin/again" })
 }
 
 func TestLoaderRescanAfterOverflow(t *testing.T) {
@@ -375,13 +343,13 @@ func TestLoaderRescanAfterOverflow(t *testing.T) {
 
 	renameOver(t, dir, "zc", encode(t, defWith("zc", "/bin/zc")))
 	l.simulateOverflow()
-	waitFor(t, "definition after overflow rescan", func() bool { return binOf(l, "zc") == "/bin/zc" })
+	testutil.WaitFor(t, "definition after overflow rescan", func() bool { return binOf(l, "zc") == "/bin/zc" })
 
 	if err := os.Remove(filepath.Join(dir, "zc"+Ext)); err != nil {
 		t.Fatal(err)
 	}
 	l.simulateOverflow()
-	waitFor(t, "removal after overflow rescan", func() bool { return !l.Lookup("zc").Found })
+	testutil.WaitFor(t, "removal after overflow rescan", func() bool { return !l.Lookup("zc").Found })
 	if !strings.Contains(logs.String(), "overflowed") {
 		t.Errorf("overflow not logged:\n%s", logs)
 	}
@@ -391,7 +359,7 @@ func TestLoaderBackstopRescan(t *testing.T) {
 	dir := privateDir(t)
 	l, _ := startLoader(t, dir, withDropEvents(), WithRescanInterval(5*time.Millisecond))
 	renameOver(t, dir, "zc", encode(t, defWith("zc", "/bin/zc")))
-	waitFor(t, "definition from the periodic rescan", func() bool { return binOf(l, "zc") == "/bin/zc" })
+	testutil.WaitFor(t, "definition from the periodic rescan", func() bool { return binOf(l, "zc") == "/bin/zc" })
 }
 
 func TestLoaderSlowSubscriberGetsResync(t *testing.T) {
@@ -402,13 +370,13 @@ func TestLoaderSlowSubscriberGetsResync(t *testing.T) {
 
 	for _, svc := range []string{"a", "b"} {
 		renameOver(t, dir, svc, encode(t, defWith(svc, "/bin/"+svc)))
-		waitFor(t, svc, func() bool { return l.Lookup(svc).Def != nil })
+		testutil.WaitFor(t, svc, func() bool { return l.Lookup(svc).Def != nil })
 	}
 	if c := <-ch; c.Kind != Loaded || c.Service != "a" {
 		t.Fatalf("first change: %+v", c)
 	}
 	renameOver(t, dir, "c", encode(t, defWith("c", "/bin/c")))
-	waitFor(t, "c", func() bool { return l.Lookup("c").Def != nil }) // the loader did not block
+	testutil.WaitFor(t, "c", func() bool { return l.Lookup("c").Def != nil }) // the loader did not block
 	if c := <-ch; c.Kind != Resync {
 		t.Fatalf("want Resync after dropped changes, got %+v", c)
 	}

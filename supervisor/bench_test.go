@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rpbroker/broker/client"
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
@@ -28,7 +29,7 @@ func BenchmarkHelloVsFloor(b *testing.B) {
 	startBackend(b, be)
 	e.writeConfig(registeredService("bench", "1.0.0", be, e.sock("bench")))
 	e.start()
-	waitFor(b, "bench to negotiate", negotiates(e.sock("bench"), "bench", "1.0.0"))
+	testutil.WaitFor(b, "bench to negotiate", negotiates(e.sock("bench"), "bench", "1.0.0"))
 	floor := startFloor(b, filepath.Join(e.dir, "floor.sock"))
 	f, err := client.NewHelloFrame(&wirepb.Hello{ClientMinProtocol: 1, ClientMaxProtocol: 1, ServiceName: "bench", WantedVersion: "1.0.0"})
 	if err != nil {

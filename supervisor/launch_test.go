@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/rpbroker/broker/client"
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/servicedef"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
@@ -43,7 +44,7 @@ func TestLaunchModeEndToEnd(t *testing.T) {
 	r := e.start()
 
 	var n *wirepb.Negotiated
-	waitFor(t, "the first Hello to spawn and negotiate", func() bool {
+	testutil.WaitFor(t, "the first Hello to spawn and negotiate", func() bool {
 		n, err = hello(shared, "echo", "1.0.0")
 		return err == nil
 	})
@@ -96,7 +97,7 @@ func TestLaunchModeEndToEnd(t *testing.T) {
 	if err := syscall.Kill(pid, 0); err == nil {
 		t.Fatalf("launched backend %d survived the broker's shutdown", pid)
 	}
-	waitFor(t, "the backend socket to be removed", func() bool {
+	testutil.WaitFor(t, "the backend socket to be removed", func() bool {
 		_, err := os.Stat(n.BackendPipe)
 		return err != nil
 	})

@@ -20,6 +20,7 @@ import (
 	"github.com/rpbroker/broker/client"
 	"github.com/rpbroker/broker/config"
 	"github.com/rpbroker/broker/events"
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/servicedef"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
@@ -33,11 +34,7 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	dir, err := os.MkdirTemp("/tmp", "rpbsup")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testutil.ShortDir(t)
 	e := &env{t: t, dir: dir, cfgPath: filepath.Join(dir, "broker.toml"), defDir: filepath.Join(dir, "defs")}
 	if err := os.Mkdir(e.defDir, 0o700); err != nil {
 		t.Fatal(err)
@@ -126,7 +123,7 @@ func startBackend(t testing.TB, endpoint string) *exec.Cmd {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	})
-	waitFor(t, "backend to listen", func() bool {
+	testutil.WaitFor(t, "backend to listen", func() bool {
 		c, err := net.Dial("unix", endpoint)
 		if err == nil {
 			c.Close()
@@ -152,17 +149,6 @@ func refusedCode(err error) wirepb.ErrorCode {
 	return -1
 }
 
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func negotiates(socket, service, version string) func() bool {
 	return func() bool { _, err := hello(socket, service, version); return err == nil }
 }
@@ -185,7 +171,7 @@ func TestReloadAppliesOnlyWhatChanged(t *testing.T) {
 		registeredService("edit", "1.0.0", be, e.sock("edit")))
 	r := e.start()
 	for _, s := range []string{"keep", "gone", "edit"} {
-		waitFor(t, s+" to negotiate", negotiates(e.sock(s), s, "1.0.0"))
+		testutil.WaitFor(t, s+" to negotiate", negotiates(e.sock(s), s, "1.0.0"))
 	}
 	keepIno := inode(t, e.sock("keep"))
 
@@ -213,7 +199,7 @@ func TestReloadAppliesOnlyWhatChanged(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, "hammer to start", func() bool { return ok.Load() > 20 })
+	testutil.WaitFor(t, "hammer to start", func() bool { return ok.Load() > 20 })
 
 	e.writeConfig(registeredService("keep", "1.0.0", be, e.sock("keep")) +
 		registeredService("edit", "2.0.0", be, e.sock("edit")) +
@@ -228,17 +214,17 @@ func TestReloadAppliesOnlyWhatChanged(t *testing.T) {
 			t.Errorf("plan does not mention %s:\n%s", want, plan)
 		}
 	}
-	waitFor(t, "added to negotiate", negotiates(e.sock("added"), "added", "1.0.0"))
-	waitFor(t, "edit to serve its new version", negotiates(e.sock("edit"), "edit", "2.0.0"))
+	testutil.WaitFor(t, "added to negotiate", negotiates(e.sock("added"), "added", "1.0.0"))
+	testutil.WaitFor(t, "edit to serve its new version", negotiates(e.sock("edit"), "edit", "2.0.0"))
 	if _, err := hello(e.sock("edit"), "edit", "1.0.0"); refusedCode(err) != wirepb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED {
 		t.Errorf("old version after edit: %v", err)
 	}
-	waitFor(t, "gone's socket to disappear", func() bool {
+	testutil.WaitFor(t, "gone's socket to disappear", func() bool {
 		_, err := os.Stat(e.sock("gone"))
 		return errors.Is(err, os.ErrNotExist)
 	})
 	before := ok.Load()
-	waitFor(t, "hammer to continue after reload", func() bool { return ok.Load() > before+20 })
+	testutil.WaitFor(t, "hammer to continue after reload", func() bool { return ok.Load() > before+20 })
 	close(stop)
 	wg.Wait()
 	if n := failed.Load(); n != 0 {
@@ -256,7 +242,7 @@ func TestInvalidReloadKeepsRunningConfig(t *testing.T) {
 	startBackend(t, be)
 	e.writeConfig(registeredService("svc", "1.0.0", be, e.sock("svc")))
 	r := e.start()
-	waitFor(t, "svc to negotiate", negotiates(e.sock("svc"), "svc", "1.0.0"))
+	testutil.WaitFor(t, "svc to negotiate", negotiates(e.sock("svc"), "svc", "1.0.0"))
 
 	e.writeConfig(registeredService("svc", "1.0.0", be, e.sock("svc")) + "\n[[service]]\nname = \"x\"\nmode = \"lanch\"\n")
 	res := r.sup.Reload(context.Background())
@@ -278,7 +264,7 @@ func TestBackendDeathAndReturn(t *testing.T) {
 	cmd := startBackend(t, be)
 	e.writeConfig(registeredService("svc", "1.0.0", be, e.sock("svc")))
 	e.start()
-	waitFor(t, "svc to negotiate", negotiates(e.sock("svc"), "svc", "1.0.0"))
+	testutil.WaitFor(t, "svc to negotiate", negotiates(e.sock("svc"), "svc", "1.0.0"))
 
 	cmd.Process.Kill()
 	cmd.Wait()
@@ -290,7 +276,7 @@ func TestBackendDeathAndReturn(t *testing.T) {
 	}
 	os.Remove(be)
 	startBackend(t, be)
-	waitFor(t, "svc to negotiate with the new backend", negotiates(e.sock("svc"), "svc", "1.0.0"))
+	testutil.WaitFor(t, "svc to negotiate with the new backend", negotiates(e.sock("svc"), "svc", "1.0.0"))
 }
 
 func TestServicedefDroppedInIsSeenByNextHello(t *testing.T) {
@@ -299,7 +285,7 @@ func TestServicedefDroppedInIsSeenByNextHello(t *testing.T) {
 	startBackend(t, be)
 	e.writeConfig(registeredService("svc", "1.0.0", be, e.sock("svc")))
 	e.start()
-	waitFor(t, "svc to negotiate", negotiates(e.sock("svc"), "svc", "1.0.0"))
+	testutil.WaitFor(t, "svc to negotiate", negotiates(e.sock("svc"), "svc", "1.0.0"))
 
 	def := &wirepb.ServiceDefinition{ServiceName: "svc", BinaryPath: "/usr/bin/svc", MinVersion: "2.0.0"}
 	b, err := servicedef.Encode(def)
@@ -309,7 +295,7 @@ func TestServicedefDroppedInIsSeenByNextHello(t *testing.T) {
 	tmp := filepath.Join(e.defDir, ".svc.tmp")
 	os.WriteFile(tmp, b, 0o600)
 	os.Rename(tmp, filepath.Join(e.defDir, "svc.servicedef"))
-	waitFor(t, "min_version to apply", func() bool {
+	testutil.WaitFor(t, "min_version to apply", func() bool {
 		_, err := hello(e.sock("svc"), "svc", "1.0.0")
 		return refusedCode(err) == wirepb.ErrorCode_ERROR_VERSION_BLOCKED
 	})
@@ -343,9 +329,9 @@ func TestBindFailureDoesNotStopOtherServices(t *testing.T) {
 	e.writeConfig(registeredService("ok", "1.0.0", be, e.sock("ok")) +
 		registeredService("blocked", "1.0.0", be, blocked))
 	e.start()
-	waitFor(t, "ok to negotiate", negotiates(e.sock("ok"), "ok", "1.0.0"))
+	testutil.WaitFor(t, "ok to negotiate", negotiates(e.sock("ok"), "ok", "1.0.0"))
 	os.Remove(blocked)
-	waitFor(t, "blocked service to bind once its path is free", negotiates(blocked, "blocked", "1.0.0"))
+	testutil.WaitFor(t, "blocked service to bind once its path is free", negotiates(blocked, "blocked", "1.0.0"))
 }
 
 func TestShutdownRemovesSocketsAndRefusesDuringDrain(t *testing.T) {
@@ -354,7 +340,7 @@ func TestShutdownRemovesSocketsAndRefusesDuringDrain(t *testing.T) {
 	startBackend(t, be)
 	e.writeConfig(registeredService("svc", "1.0.0", be, e.sock("svc")))
 	r := e.start()
-	waitFor(t, "svc to negotiate", negotiates(e.sock("svc"), "svc", "1.0.0"))
+	testutil.WaitFor(t, "svc to negotiate", negotiates(e.sock("svc"), "svc", "1.0.0"))
 	reply, err := client.Admin(context.Background(), e.sock("svc"), &wirepb.AdminRequest{Verb: wirepb.AdminVerb_SHUTDOWN})
 	if err != nil || reply.Body != "broker shutting down\n" || reply.ExitCode != 0 {
 		t.Fatalf("shutdown reply %v, %v", reply, err)
@@ -395,7 +381,7 @@ func TestVerifyConnect(t *testing.T) {
 	e.writeConfig(registeredService("plain", "1.0.0", be, e.sock("plain")) + "verify = \"connect\"\n" +
 		registeredService("probed", "1.0.0", be, e.sock("probed")))
 	e.start()
-	waitFor(t, "connect-verified service to negotiate", negotiates(e.sock("plain"), "plain", "1.0.0"))
+	testutil.WaitFor(t, "connect-verified service to negotiate", negotiates(e.sock("plain"), "plain", "1.0.0"))
 	// The same endpoint fails the identity probe: it never answers a probe frame.
 	if _, err := hello(e.sock("probed"), "probed", "1.0.0"); refusedCode(err) != wirepb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED {
 		t.Fatalf("probe-verified service against a non-probe backend: %v", err)

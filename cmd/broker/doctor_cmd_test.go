@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/rpbroker/broker/internal/testutil"
 )
 
 func TestDoctor(t *testing.T) {
@@ -14,7 +16,7 @@ func TestDoctor(t *testing.T) {
 	e.startBackend()
 	e.writeConfig("", "alpha")
 	e.startBroker()
-	waitFor(t, "alpha to negotiate", func() bool { return hello(e.sock("alpha"), "alpha") == nil })
+	testutil.WaitFor(t, "alpha to negotiate", func() bool { return hello(e.sock("alpha"), "alpha") == nil })
 
 	var out, errb bytes.Buffer
 	if code := runDoctor(context.Background(), []string{"-c", e.cfg}, &out, &errb); code != 0 {

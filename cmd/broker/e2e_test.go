@@ -10,33 +10,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rpbroker/broker/client"
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
-
-// syncBuffer collects a child's output safely while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type e2e struct {
 	t   *testing.T
@@ -46,11 +28,7 @@ type e2e struct {
 
 func newE2E(t *testing.T) *e2e {
 	t.Helper()
-	dir, err := os.MkdirTemp("/tmp", "rpbe2e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testutil.ShortDir(t)
 	e := &e2e{t: t, dir: dir, cfg: filepath.Join(dir, "broker.toml")}
 	os.Mkdir(filepath.Join(dir, "defs"), 0o700)
 	return e
@@ -76,9 +54,9 @@ func (e *e2e) writeConfig(extra string, services ...string) {
 }
 
 // startProcess runs the test binary in one of its roles.
-func startProcess(t *testing.T, env []string, args ...string) (*exec.Cmd, *syncBuffer) {
+func startProcess(t *testing.T, env []string, args ...string) (*exec.Cmd, *testutil.SyncBuffer) {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = out, out
@@ -95,10 +73,10 @@ func startProcess(t *testing.T, env []string, args ...string) (*exec.Cmd, *syncB
 func (e *e2e) startBackend() {
 	e.t.Helper()
 	startProcess(e.t, []string{envRunBackend + "=" + e.sock("backend")}, "-test.run=^$")
-	waitFor(e.t, "backend to listen", func() bool { return dialable(e.sock("backend")) })
+	testutil.WaitFor(e.t, "backend to listen", func() bool { return dialable(e.sock("backend")) })
 }
 
-func (e *e2e) startBroker() (*exec.Cmd, *syncBuffer) {
+func (e *e2e) startBroker() (*exec.Cmd, *testutil.SyncBuffer) {
 	e.t.Helper()
 	return startProcess(e.t, []string{envRunBroker + "=1", "RP_BROKER_LOG_FORMAT=json"}, "-c", e.cfg)
 }
@@ -116,17 +94,6 @@ func hello(socket, service string) error {
 	defer cancel()
 	_, err := client.Hello(ctx, socket, &wirepb.Hello{ClientMinProtocol: 1, ClientMaxProtocol: 1, ServiceName: service, WantedVersion: "1.0.0"})
 	return err
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func waitExit(t *testing.T, cmd *exec.Cmd, within time.Duration) (int, time.Duration) {
@@ -152,18 +119,18 @@ func TestBrokerSIGHUPAndSIGTERM(t *testing.T) {
 	e.startBackend()
 	e.writeConfig("", "alpha", "beta")
 	cmd, out := e.startBroker()
-	waitFor(t, "alpha to negotiate", func() bool { return hello(e.sock("alpha"), "alpha") == nil })
+	testutil.WaitFor(t, "alpha to negotiate", func() bool { return hello(e.sock("alpha"), "alpha") == nil })
 
 	// A valid change: beta goes, gamma comes, alpha is untouched.
 	e.writeConfig("", "alpha", "gamma")
 	cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "gamma after SIGHUP", func() bool { return hello(e.sock("gamma"), "gamma") == nil })
-	waitFor(t, "beta's socket to go", func() bool { _, err := os.Stat(e.sock("beta")); return err != nil })
+	testutil.WaitFor(t, "gamma after SIGHUP", func() bool { return hello(e.sock("gamma"), "gamma") == nil })
+	testutil.WaitFor(t, "beta's socket to go", func() bool { _, err := os.Stat(e.sock("beta")); return err != nil })
 
 	// An invalid file: logged precisely, the running services keep answering.
 	e.writeConfig("bogus_key = 1", "alpha")
 	cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the rejected reload to be logged", func() bool { return strings.Contains(out.String(), "config_reload_failed") })
+	testutil.WaitFor(t, "the rejected reload to be logged", func() bool { return strings.Contains(out.String(), "config_reload_failed") })
 	if !strings.Contains(out.String(), "bogus_key") {
 		t.Fatalf("the log should name the bad key:\n%s", out.String())
 	}
@@ -201,7 +168,7 @@ func TestAdminCommandExitCodes(t *testing.T) {
 	e.startBackend()
 	e.writeConfig("", "alpha")
 	e.startBroker()
-	waitFor(t, "alpha to negotiate", func() bool { return hello(e.sock("alpha"), "alpha") == nil })
+	testutil.WaitFor(t, "alpha to negotiate", func() bool { return hello(e.sock("alpha"), "alpha") == nil })
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -252,11 +219,8 @@ func TestForeignUserDroppedWithoutAByte(t *testing.T) {
 	e := newE2E(t)
 	bin := filepath.Join(e.dir, "bin")
 	os.Mkdir(bin, 0o755)
-	self, _ := os.ReadFile(os.Args[0])
 	exe := filepath.Join(bin, "broker.test")
-	if err := os.WriteFile(exe, self, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	testutil.CopyFile(t, os.Args[0], exe, 0o755)
 	run := filepath.Join(e.dir, "run")
 	os.Mkdir(run, 0o700)
 	os.Chown(run, nobody, nobody)
@@ -269,7 +233,7 @@ func TestForeignUserDroppedWithoutAByte(t *testing.T) {
 	os.WriteFile(cfg, []byte(body), 0o600)
 	os.Chown(cfg, nobody, nobody)
 
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	cmd := exec.Command(exe, "-c", cfg)
 	cmd.Env = []string{envRunBroker + "=1", "HOME=" + run, "RP_BROKER_LOG_FORMAT=json"}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -278,7 +242,7 @@ func TestForeignUserDroppedWithoutAByte(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitFor(t, "the broker to bind as nobody", func() bool { return dialable(sock) })
+	testutil.WaitFor(t, "the broker to bind as nobody", func() bool { return dialable(sock) })
 
 	c, err := net.Dial("unix", sock)
 	if err != nil {
@@ -293,5 +257,5 @@ func TestForeignUserDroppedWithoutAByte(t *testing.T) {
 	if n, err := c.Read(buf[:]); n != 0 || err == nil {
 		t.Fatalf("foreign peer read %d bytes (%v); want EOF without a byte", n, err)
 	}
-	waitFor(t, "the drop to be logged", func() bool { return strings.Contains(out.String(), "peer_rejected") })
+	testutil.WaitFor(t, "the drop to be logged", func() bool { return strings.Contains(out.String(), "peer_rejected") })
 }
