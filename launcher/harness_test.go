@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rpbroker/broker/identity"
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/names"
 	"github.com/rpbroker/broker/registry"
 	"github.com/rpbroker/broker/serve"
@@ -40,24 +41,6 @@ type fakeClock struct{ off atomic.Int64 }
 
 func (c *fakeClock) Now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
 func (c *fakeClock) Advance(d time.Duration) { c.off.Add(int64(d)) }
-
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // events collects lifecycle events.
 type events struct {
@@ -99,7 +82,7 @@ func (e *events) attempts(svc string) []int {
 func (h *harness) firstAttempt(svc string) int {
 	h.t.Helper()
 	var pid int
-	waitFor(h.t, 10*time.Second, func() error {
+	testutil.WaitForErr(h.t, 10*time.Second, func() error {
 		if p := h.ev.attempts(svc); len(p) > 0 {
 			pid = p[0]
 			return nil
@@ -127,7 +110,7 @@ type harness struct {
 	m           *Manager
 	reg         *registry.Registry
 	ev          *events
-	log         *syncBuffer
+	log         *testutil.SyncBuffer
 	clock       *fakeClock
 	dir         string // short work dir
 	runDir      string // backend sockets
@@ -147,19 +130,6 @@ type harness struct {
 	stopped bool
 }
 
-// shortDir returns a directory short enough for socket paths.
-func shortDir(t testing.TB) string { return shortDirIn(t, "/tmp") }
-
-func shortDirIn(t testing.TB, base string) string {
-	t.Helper()
-	d, err := os.MkdirTemp(base, "rpbl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
 // newHarness starts a Manager and a control loop serving every service in h.defs.
 func newHarness(t testing.TB, tweak ...func(*Options)) *harness {
 	t.Helper()
@@ -169,9 +139,9 @@ func newHarness(t testing.TB, tweak ...func(*Options)) *harness {
 // newHarnessIn keeps sockets and records under base.
 func newHarnessIn(t testing.TB, base string, tweak ...func(*Options)) *harness {
 	t.Helper()
-	dir := shortDirIn(t, base)
+	dir := testutil.ShortDirIn(t, base)
 	h := &harness{
-		t: t, reg: registry.New(), ev: &events{}, log: &syncBuffer{}, clock: &fakeClock{},
+		t: t, reg: registry.New(), ev: &events{}, log: &testutil.SyncBuffer{}, clock: &fakeClock{},
 		dir: dir, runDir: filepath.Join(dir, "run"), behaviorDir: filepath.Join(dir, "beh"),
 		recordPath: filepath.Join(dir, "records"), binDir: testBinDir,
 		defs: map[string]servicedef.Lookup{}, settings: map[string]Settings{},
@@ -327,7 +297,7 @@ func (h *harness) refused(svc, version string) *wirepb.Refused {
 func (h *harness) waitRecords(n int) []record {
 	h.t.Helper()
 	var recs []record
-	waitFor(h.t, 10*time.Second, func() error {
+	testutil.WaitForErr(h.t, 10*time.Second, func() error {
 		if recs = h.records(); len(recs) < n {
 			return fmt.Errorf("%d backend records, want %d", len(recs), n)
 		}
@@ -372,7 +342,7 @@ func (h *harness) pidOf(pipe string) int {
 func (h *harness) waitEvent(kind wirepb.EventKind, pid int) Event {
 	h.t.Helper()
 	var ev Event
-	waitFor(h.t, 10*time.Second, func() error {
+	testutil.WaitForErr(h.t, 10*time.Second, func() error {
 		var ok bool
 		if ev, ok = h.ev.find(kind, pid); !ok {
 			return fmt.Errorf("no %s event for pid %d", kind, pid)
@@ -380,24 +350,6 @@ func (h *harness) waitEvent(kind wirepb.EventKind, pid int) Event {
 		return nil
 	})
 	return ev
-}
-
-// waitFor polls cond until it returns nil or limit passes.
-func waitFor(t testing.TB, limit time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", limit, err)
-		}
-		<-tick.C
-	}
 }
 
 // procState is the state letter of /proc/<pid>/stat, or "" when the process is gone.
@@ -431,7 +383,7 @@ func ignoresSIGTERM(pid int) bool {
 // waitGone asserts that pid disappears (reaped: no zombie) within limit.
 func waitGone(t testing.TB, pid int, limit time.Duration) {
 	t.Helper()
-	waitFor(t, limit, func() error {
+	testutil.WaitForErr(t, limit, func() error {
 		if s := procState(pid); s != "" {
 			return fmt.Errorf("pid %d still present in state %s", pid, s)
 		}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/sdk/backend"
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
@@ -79,7 +80,7 @@ func TestColdHelloSpawnsWarmHelloReuses(t *testing.T) {
 		t.Errorf("Backends() = %+v", infos)
 	}
 	// The child's stderr reaches the broker log with its service and stream.
-	waitFor(t, 5*time.Second, func() error {
+	testutil.WaitForErr(t, 5*time.Second, func() error {
 		for _, line := range strings.Split(h.log.String(), "\n") {
 			if strings.Contains(line, "test backend: serving") && strings.Contains(line, `"service":"echo"`) &&
 				strings.Contains(line, `"stream":"stderr"`) && strings.Contains(line, fmt.Sprintf(`"pid":%d`, pid)) {
@@ -145,9 +146,7 @@ func TestSpawnFailuresArePrecise(t *testing.T) {
 	if err := os.Mkdir(outside, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := copyFile(filepath.Join(testBinDir, "backend"), filepath.Join(outside, "backend")); err != nil {
-		t.Fatal(err)
-	}
+	testutil.CopyFile(t, filepath.Join(testBinDir, "backend"), filepath.Join(outside, "backend"), 0o755)
 	binDir := filepath.Join(h.dir, "bin")
 	if err := os.Mkdir(binDir, 0o700); err != nil {
 		t.Fatal(err)
@@ -320,17 +319,13 @@ func TestReplacedBinaryGetsFreshBackend(t *testing.T) {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(binDir, "backend")
-	if err := copyFile(filepath.Join(testBinDir, "backend"), bin); err != nil {
-		t.Fatal(err)
-	}
+	testutil.CopyFile(t, filepath.Join(testBinDir, "backend"), bin, 0o755)
 	h.service("echo", Settings{}, &wirepb.ServiceDefinition{BinaryPath: bin, PerVersionBinaryDir: binDir})
 	old := h.negotiate("echo", "1.0.0")
 
 	// Install a different build: same program, one byte appended (a new hash).
 	tmp := bin + ".new"
-	if err := copyFile(bin, tmp); err != nil {
-		t.Fatal(err)
-	}
+	testutil.CopyFile(t, bin, tmp, 0o755)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -370,7 +365,7 @@ func TestShutdownStopsAllChildren(t *testing.T) {
 		got <- hr
 	})
 	ps := h.firstAttempt("stubborn")
-	waitFor(t, 10*time.Second, func() error {
+	testutil.WaitForErr(t, 10*time.Second, func() error {
 		if !ignoresSIGTERM(ps) {
 			return fmt.Errorf("stubborn child %d does not ignore SIGTERM yet", ps)
 		}

@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/sdk/backend"
 )
 
@@ -40,7 +41,7 @@ func TestMain(m *testing.M) {
 	}
 	dir, err := os.MkdirTemp("", "launcher-bin")
 	if err == nil {
-		err = copyFile(os.Args[0], filepath.Join(dir, "backend"))
+		err = testutil.Copy(os.Args[0], filepath.Join(dir, "backend"), 0o755)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "launcher tests: copy test binary:", err)
@@ -56,23 +57,6 @@ func TestMain(m *testing.M) {
 	}
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // record is what a serving test backend reports about itself.

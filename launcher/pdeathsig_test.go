@@ -16,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/names"
 	"github.com/rpbroker/broker/serve"
 	"github.com/rpbroker/broker/wire/wirepb"
@@ -66,7 +67,7 @@ func runMiniBroker() int {
 }
 
 func TestBrokerKilledTakesChildrenAlong(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortDir(t)
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0", envRole+"=broker", envBrokerDir+"="+dir, envBrokerBin+"="+testBinDir)
 	var stderr bytes.Buffer
@@ -91,7 +92,7 @@ func TestBrokerKilledTakesChildrenAlong(t *testing.T) {
 	cmd.Process.Kill()
 	cmd.Wait()
 	// The orphan is reparented; whoever reaps it, it must be dead (gone or a zombie).
-	waitFor(t, time.Second, func() error {
+	testutil.WaitForErr(t, time.Second, func() error {
 		if s := procState(pid); s != "" && s != "Z" {
 			return fmt.Errorf("backend %d still alive (state %s) after the broker was killed", pid, s)
 		}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rpbroker/broker/identity"
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/sdk/backend"
 )
 
@@ -34,16 +34,6 @@ func build(t *testing.T) string {
 	return bin
 }
 
-func shortDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("/tmp", "rpb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
 func TestEchoBackend(t *testing.T) {
 	bin := build(t)
 	cases := []struct {
@@ -56,7 +46,7 @@ func TestEchoBackend(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ep := filepath.Join(shortDir(t), "echo.sock")
+			ep := filepath.Join(testutil.ShortDir(t), "echo.sock")
 			cmd := exec.Command(bin, "-endpoint", ep)
 			if tc.launch {
 				cmd = exec.Command(bin)
@@ -84,7 +74,7 @@ func TestEchoBackend(t *testing.T) {
 				expect = cmd.Process.Pid
 			}
 			var h identity.Hasher
-			waitFor(t, 10*time.Second, func() error {
+			testutil.WaitForErr(t, 10*time.Second, func() error {
 				p, err := identity.ProbeAndVerify(context.Background(), ep, &h, expect)
 				if err == nil && int(p.Pid) != cmd.Process.Pid {
 					t.Fatalf("verified pid %d, want %d", p.Pid, cmd.Process.Pid)
@@ -92,7 +82,7 @@ func TestEchoBackend(t *testing.T) {
 				return err
 			})
 			for _, payload := range [][]byte{[]byte("hello\n"), {0x01, 0x02, 0x03}, bytes.Repeat([]byte{0xAB}, 256<<10)} {
-				if echoed := roundTrip(t, ep, payload); !bytes.Equal(echoed, payload) {
+				if echoed := testutil.RoundTrip(t, ep, payload); !bytes.Equal(echoed, payload) {
 					t.Fatalf("echoed %d bytes, want %d", len(echoed), len(payload))
 				}
 			}
@@ -119,7 +109,7 @@ func TestEchoBackend(t *testing.T) {
 
 func TestUsageAndBindErrors(t *testing.T) {
 	bin := build(t)
-	dir := shortDir(t)
+	dir := testutil.ShortDir(t)
 	live := filepath.Join(dir, "live.sock")
 	ln, err := net.Listen("unix", live)
 	if err != nil {
@@ -171,48 +161,4 @@ func listenerFile(t *testing.T, ep string) *os.File {
 	}
 	t.Cleanup(func() { f.Close() })
 	return f
-}
-
-func roundTrip(t *testing.T, ep string, payload []byte) []byte {
-	t.Helper()
-	c, err := net.Dial("unix", ep)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	errc := make(chan error, 1)
-	go func() {
-		_, err := c.Write(payload)
-		if err == nil {
-			err = c.(*net.UnixConn).CloseWrite()
-		}
-		errc <- err
-	}()
-	got, err := io.ReadAll(c)
-	if werr := <-errc; werr != nil && err == nil {
-		err = werr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return got
-}
-
-// waitFor polls cond until it returns nil or the deadline passes.
-func waitFor(t *testing.T, limit time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", limit, err)
-		}
-		<-tick.C
-	}
 }

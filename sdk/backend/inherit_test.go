@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rpbroker/broker/identity"
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/sdk/backend"
 )
 
@@ -22,7 +23,7 @@ func TestInheritedListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ep := filepath.Join(shortDir(t), "rpb-v1-test-be-0.sock")
+	ep := filepath.Join(testutil.ShortDir(t), "rpb-v1-test-be-0.sock")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: ep, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +59,7 @@ func TestInheritedListener(t *testing.T) {
 
 	// SO_PEERCRED names whoever called listen — us — so verify against the child's pid.
 	var h identity.Hasher
-	waitFor(t, 10*time.Second, func() error {
+	testutil.WaitForErr(t, 10*time.Second, func() error {
 		_, err := identity.ProbeAndVerify(context.Background(), ep, &h, cmd.Process.Pid)
 		return err
 	})
@@ -70,7 +71,7 @@ func TestInheritedListener(t *testing.T) {
 		t.Fatalf("peer pid %d (want ours %d), reported pid %d (want child %d)",
 			res.PeerPID, os.Getpid(), res.Process.Pid, cmd.Process.Pid)
 	}
-	if got := roundTrip(t, ep, []byte("\x01through the inherited fd")); !bytes.Equal(got, []byte("\x01through the inherited fd")) {
+	if got := testutil.RoundTrip(t, ep, []byte("\x01through the inherited fd")); !bytes.Equal(got, []byte("\x01through the inherited fd")) {
 		t.Fatalf("echo %q", got)
 	}
 

@@ -9,10 +9,10 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/sdk/backend"
 )
 
@@ -66,56 +66,5 @@ func serve(t *testing.T, srv *backend.Server, h backend.Handler) context.CancelF
 	return cancel
 }
 
-func shortDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("/tmp", "rpb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
-// roundTrip writes payload, half-closes, and returns everything the server sent.
-func roundTrip(t *testing.T, ep string, payload []byte) []byte {
-	t.Helper()
-	c, err := net.Dial("unix", ep)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	errc := make(chan error, 1)
-	go func() {
-		_, err := c.Write(payload)
-		if err == nil {
-			err = c.(*net.UnixConn).CloseWrite()
-		}
-		errc <- err
-	}()
-	got, err := io.ReadAll(c)
-	if werr := <-errc; werr != nil && err == nil {
-		err = werr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return got
-}
-
-func waitFor(t *testing.T, limit time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", limit, err)
-		}
-		<-tick.C
-	}
-}
+// shortDir stays for the handoff*_test.go files, edited in parallel elsewhere.
+func shortDir(t *testing.T) string { return testutil.ShortDir(t) }

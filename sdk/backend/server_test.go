@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rpbroker/broker/identity"
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/sdk/backend"
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
@@ -22,7 +23,7 @@ import (
 func newServer(t *testing.T, o backend.Options) (*backend.Server, string) {
 	t.Helper()
 	if o.Endpoint == "" {
-		o.Endpoint = filepath.Join(shortDir(t), "be.sock")
+		o.Endpoint = filepath.Join(testutil.ShortDir(t), "be.sock")
 	}
 	srv, err := backend.New(o)
 	if err != nil {
@@ -88,7 +89,7 @@ func TestDataBytesIntact(t *testing.T) {
 	}
 	for name, payload := range cases {
 		t.Run(name, func(t *testing.T) {
-			if got := roundTrip(t, ep, payload); !bytes.Equal(got, payload) {
+			if got := testutil.RoundTrip(t, ep, payload); !bytes.Equal(got, payload) {
 				t.Fatalf("echoed %d bytes, want %d (first %x)", len(got), len(payload), got[:min(len(got), 16)])
 			}
 		})
@@ -218,7 +219,7 @@ func TestServeShutdown(t *testing.T) {
 }
 
 func TestBindRules(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortDir(t)
 	stale := filepath.Join(dir, "stale.sock")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
 	if err != nil {
