@@ -58,8 +58,12 @@ type observer struct{ s *Supervisor }
 func (o observer) HelloDone(h serve.HelloOutcome) {
 	o.s.metrics.HelloDone(h)
 	if h.Code == wirepb.ErrorCode_ERROR_CODE_UNSPECIFIED {
+		o.s.log.Debug().Str("service", h.Service).Str("version", h.Version).Str("request_id", h.RequestID).
+			Uint64("connection_id", h.ConnectionID).Dur("took", h.Duration).Str("event", "hello_accepted").Msg("negotiated")
 		return
 	}
+	o.s.log.Debug().Str("service", h.Service).Str("version", h.Version).Str("request_id", h.RequestID).
+		Str("code", h.Code.String()).Str("reason", h.Reason).Str("event", "hello_refused").Msg("refused")
 	o.s.emit(events.Event{
 		Kind: wirepb.EventKind_HELLO_REFUSED, Service: h.Service, Version: h.Version,
 		RequestID: h.RequestID, Reason: h.Code.String() + ": " + h.Reason,

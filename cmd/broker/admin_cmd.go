@@ -18,7 +18,8 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	asJSON := fs.Bool("json", false, "ask for JSON where the verb supports it")
 	socket := fs.String("socket", "", "control socket path")
 	cfgPath := fs.String("c", "", "broker.toml to find the socket in")
-	service := fs.String("service", "", "with -c: the service whose socket to use (default: the first)")
+	service := fs.String("service", "", "with -c: the service whose socket to use (default: the first); with backend-health: the service to report")
+	output := fs.String("output", "", "with diagnose: write the bundle to this absolute path (never overwrites)")
 	pos, code, ok := parseArgs(fs, args)
 	if !ok {
 		return code
@@ -36,7 +37,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if code != 0 {
 		return code
 	}
-	req := &wirepb.AdminRequest{Verb: verb, Json: *asJSON}
+	req := &wirepb.AdminRequest{Verb: verb, Json: *asJSON, OutputPath: *output}
 	if verb == wirepb.AdminVerb_BACKEND_HEALTH {
 		req.ServiceName = *service
 	}
