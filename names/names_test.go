@@ -1,6 +1,7 @@
 package names
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -119,7 +120,40 @@ func TestDefaultRuntimeDir(t *testing.T) {
 	if got := DefaultRuntimeDir(7, func(k string) string { return env[k] }); got != "/run/user/7/running-process/broker" {
 		t.Errorf("with XDG: %q", got)
 	}
-	if got := DefaultRuntimeDir(7, func(string) string { return "" }); !strings.HasSuffix(got, "/running-process-7/broker") {
+	if got := DefaultRuntimeDir(7, func(string) string { return "" }); got != "/tmp/running-process-7/broker" {
 		t.Errorf("without XDG: %q", got)
+	}
+}
+
+func TestMachineIDSources(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := dir + "/" + name
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	etc, dbus := write("machine-id", "abc123\n"), write("dbus-id", "dbus456\n")
+	empty, boot := write("empty", "\n"), write("boot_id", "0b1a-boot\n")
+	missing := dir + "/absent"
+	for _, tc := range []struct {
+		name    string
+		files   []string
+		boot    string
+		want    string
+		wantErr bool
+	}{
+		{"first file wins", []string{etc, dbus}, boot, "abc123", false},
+		{"second when first missing", []string{missing, dbus}, boot, "dbus456", false},
+		{"boot id when none exists", []string{missing}, boot, "boot:0b1a-boot", false},
+		{"empty file falls through", []string{empty}, boot, "boot:0b1a-boot", false},
+		{"unreadable file is an error", []string{dir}, boot, "", true}, // a directory cannot be read
+		{"nothing at all", []string{missing}, missing, "", true},
+	} {
+		got, err := machineIDFrom(tc.files, tc.boot)
+		if (err != nil) != tc.wantErr || got != tc.want {
+			t.Errorf("%s: got %q, %v", tc.name, got, err)
+		}
 	}
 }

@@ -2,7 +2,9 @@ package names
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,8 +16,11 @@ import (
 // MaxSocketPath is the longest usable Unix socket path (sun_path is 108 bytes with the NUL).
 const MaxSocketPath = 107
 
-// machineIDFiles are read in order for the machine id (v1).
-var machineIDFiles = []string{"/etc/machine-id", "/var/lib/dbus/machine-id"}
+// Where the v1 machine identity comes from, in order.
+var (
+	machineIDFiles = []string{"/etc/machine-id", "/var/lib/dbus/machine-id"}
+	bootIDFile     = "/proc/sys/kernel/random/boot_id"
+)
 
 // UserHash is the v1 per-user hash: the first 8 bytes of BLAKE3("{uid}:{machine_id}") as
 // 16 lower-case hex digits.
@@ -24,21 +29,31 @@ func UserHash(uid int, machineID string) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// MachineID reads the machine id, trimmed, from the v1 locations.
-func MachineID() (string, error) {
-	var errs []string
-	for _, p := range machineIDFiles {
+// MachineID is the v1 machine identity: the first non-empty machine-id file; when none
+// exists (minimal containers), "boot:<boot_id>". A machine-id file that exists but cannot
+// be read is an error, not a fallback: another process of the same user might read it and
+// derive different socket names.
+func MachineID() (string, error) { return machineIDFrom(machineIDFiles, bootIDFile) }
+
+func machineIDFrom(files []string, bootID string) (string, error) {
+	for _, p := range files {
 		b, err := os.ReadFile(p)
-		if err == nil && strings.TrimSpace(string(b)) != "" {
-			return strings.TrimSpace(string(b)), nil
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			continue
+		case err != nil:
+			return "", fmt.Errorf("machine id: %w", err)
 		}
-		if err != nil {
-			errs = append(errs, err.Error())
-		} else {
-			errs = append(errs, p+": empty")
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id, nil
 		}
 	}
-	return "", fmt.Errorf("machine id: %s", strings.Join(errs, "; "))
+	if b, err := os.ReadFile(bootID); err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return "boot:" + id, nil
+		}
+	}
+	return "", fmt.Errorf("machine id: none of %s exists and %s is unusable", strings.Join(files, ", "), bootID)
 }
 
 // Layout derives the v1 socket names for one user on one machine.
@@ -48,12 +63,13 @@ type Layout struct {
 }
 
 // DefaultRuntimeDir is $XDG_RUNTIME_DIR/running-process/broker when XDG_RUNTIME_DIR is set,
-// else /tmp/running-process-{uid}/broker.
+// else /tmp/running-process-{uid}/broker — /tmp literally, not $TMPDIR, so every v1 client
+// of the user derives the same path.
 func DefaultRuntimeDir(uid int, getenv func(string) string) string {
 	if x := getenv("XDG_RUNTIME_DIR"); x != "" {
 		return filepath.Join(x, "running-process", "broker")
 	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("running-process-%d", uid), "broker")
+	return filepath.Join("/tmp", fmt.Sprintf("running-process-%d", uid), "broker")
 }
 
 // DefaultLayout builds the layout of the current user from the environment and machine id.
@@ -62,7 +78,7 @@ func DefaultLayout(runtimeDir string) (Layout, error) {
 	if err != nil {
 		return Layout{}, err
 	}
-	uid := os.Geteuid()
+	uid := os.Getuid() // v1 hashes the real uid
 	if runtimeDir == "" {
 		runtimeDir = DefaultRuntimeDir(uid, os.Getenv)
 	}
