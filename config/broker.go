@@ -56,7 +56,7 @@ func (d *decoder) broker(cfg *Config, fileM, envM map[string]any) {
 	}
 	if b.RuntimeDir == "" && !setNonEmpty("runtime_dir", fileSrc, envSrc) {
 		var err error
-		b.RuntimeDir, err = absPath(names.DefaultRuntimeDir(os.Geteuid(), d.getenv))
+		b.RuntimeDir, err = absPath(names.DefaultRuntimeDir(os.Getuid(), d.getenv))
 		if err != nil {
 			d.errf("broker.runtime_dir", "no default: %v; set runtime_dir", err)
 		}
