@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,17 +8,12 @@ import (
 	"os"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 
 // minRetryWait is the wait after a retryable refusal that carried no retry_after.
 const minRetryWait = 10 * time.Millisecond
-
-// maxEventBody caps the handoff-ready EVENT; it is a few dozen bytes.
-const maxEventBody = 64 << 10
 
 // Connect negotiates service at version with the broker on socket and returns a data
 // connection to the backend: the adopted control connection after a handoff (WithHandoff)
@@ -33,6 +27,9 @@ func Connect(ctx context.Context, socket, service, version string, opts ...Optio
 	if o.cache != nil {
 		if n := o.cache.get(key); n != nil {
 			if c, err := dialPipe(ctx, n.BackendPipe); err == nil {
+				if err := writeEarly(c, o.early); err != nil {
+					return nil, nil, err
+				}
 				return c, n, nil
 			}
 			o.cache.forget(key) // backend moved or died: ask the broker again
@@ -72,7 +69,8 @@ func retryable(c wirepb.ErrorCode) bool {
 	return false
 }
 
-// connectOnce is one Hello followed by adoption or a dial of backend_pipe.
+// connectOnce is one Hello followed by adoption or a dial of backend_pipe; either way
+// the early data goes out exactly once.
 func (o *options) connectOnce(ctx context.Context, socket, service, version string) (net.Conn, *wirepb.Negotiated, error) {
 	h := &wirepb.Hello{ClientLibName: LibName, PeerPid: uint32(os.Getpid())}
 	if o.hello != nil {
@@ -81,6 +79,10 @@ func (o *options) connectOnce(ctx context.Context, socket, service, version stri
 	h.ClientMinProtocol, h.ClientMaxProtocol = wire.ProtocolVersion, wire.ProtocolVersion
 	h.ServiceName, h.WantedVersion = service, version
 	h.ClientCapabilities |= o.caps
+	askEarly := o.handoff && len(o.early) > 0 && len(o.early) <= MaxEarlyData
+	if askEarly {
+		h.ClientCapabilities |= wire.CapEarlyData
+	}
 	f, err := NewHelloFrame(h)
 	if err != nil {
 		return nil, nil, err
@@ -94,43 +96,55 @@ func (o *options) connectOnce(ctx context.Context, socket, service, version stri
 		conn.Close()
 		return nil, nil, err
 	}
+	pending := o.early // still to be written on the connection returned
 	if o.handoff && len(n.HandlePassedToken) == 16 && n.ServerCapabilities&wire.CapHandlePassing != 0 {
-		if adopted(ctx, conn, n, o.handoffWait) {
-			return conn, n, nil
+		early := askEarly && n.ServerCapabilities&wire.CapEarlyData != 0
+		if early {
+			sent, err := writeAhead(conn, pending, o.deadline(ctx))
+			if err != nil {
+				conn.Close()
+				return nil, nil, err
+			}
+			if sent {
+				pending = nil
+			}
 		}
+		ok, late := adopt(conn, n, o.deadline(ctx))
+		switch {
+		case ok && pending == nil:
+			return conn, n, nil
+		case ok:
+			if err := writeEarly(conn, pending); err != nil {
+				conn.Close()
+				return nil, nil, err
+			}
+			return conn, n, nil
+		case late && pending == nil:
+			conn.Close()
+			return nil, nil, ErrLateHandoff
+		}
+		// Not adopted: nobody read what was written ahead (the backend writes the EVENT
+		// before it reads), so it goes to backend_pipe.
+		pending = o.early
 	}
 	conn.Close()
 	c, err := dialPipe(ctx, n.BackendPipe)
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := writeEarly(c, pending); err != nil {
+		return nil, nil, err
+	}
 	return c, n, nil
 }
 
-// adopted waits, bounded, for the handoff-ready EVENT matching n and leaves conn ready
-// for data when it arrives. Any other outcome (EOF when the broker gave up, a timeout, a
-// mismatching frame) reports false.
-func adopted(ctx context.Context, conn *net.UnixConn, n *wirepb.Negotiated, wait time.Duration) bool {
-	dl := time.Now().Add(wait)
+// deadline bounds the wait for the handoff-ready EVENT.
+func (o *options) deadline(ctx context.Context) time.Time {
+	dl := time.Now().Add(o.handoffWait)
 	if cd, ok := ctx.Deadline(); ok && cd.Before(dl) {
 		dl = cd
 	}
-	conn.SetReadDeadline(dl)
-	body, err := wire.ReadFrameBody(conn, maxEventBody)
-	if err != nil {
-		return false
-	}
-	var f wirepb.Frame
-	var ack wirepb.HandoffAck
-	if proto.Unmarshal(body, &f) != nil || f.Kind != wirepb.FrameKind_EVENT ||
-		f.PayloadProtocol != wire.ProtoHandoff || proto.Unmarshal(f.Payload, &ack) != nil {
-		return false
-	}
-	if !ack.Accepted || !bytes.Equal(ack.Token, n.HandlePassedToken) || ack.CorrelationId != n.ConnectionId {
-		return false
-	}
-	conn.SetDeadline(time.Time{})
-	return true
+	return dl
 }
 
 func dialPipe(ctx context.Context, pipe string) (net.Conn, error) {

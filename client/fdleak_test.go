@@ -67,7 +67,8 @@ func TestHandoffFDsStable(t *testing.T) {
 }
 
 // connectMany runs n handoff Connects spread over the brokers (mostly the accepting
-// one; every 20th to the one that never acks), four at a time.
+// one; every 20th to the one that never acks), four at a time; every other one sends its
+// message as early data.
 func connectMany(t *testing.T, brokers []*broker, n int) {
 	t.Helper()
 	var wg sync.WaitGroup
@@ -83,17 +84,24 @@ func connectMany(t *testing.T, brokers []*broker, n int) {
 				case i%5 == 4:
 					b = brokers[1]
 				}
+				msg := fmt.Sprint(i)
+				opts := []client.Option{client.WithHandoff()}
+				if i%2 == 1 { // half of them send early data
+					opts = append(opts, client.WithEarlyData([]byte(msg)))
+				}
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				c, _, err := client.Connect(ctx, b.path, service, version, client.WithHandoff())
+				c, _, err := client.Connect(ctx, b.path, service, version, opts...)
 				cancel()
 				if err != nil {
 					errs <- err
 					continue
 				}
-				msg := fmt.Sprint(i)
 				c.SetDeadline(time.Now().Add(10 * time.Second))
 				buf := make([]byte, len(msg))
-				if _, err := c.Write([]byte(msg)); err != nil {
+				if i%2 == 0 { // not sent yet
+					_, err = c.Write([]byte(msg))
+				}
+				if err != nil {
 					errs <- err
 				} else if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
 					errs <- fmt.Errorf("echo %q, %v", buf, err)

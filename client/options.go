@@ -23,6 +23,7 @@ type options struct {
 	cache       *Cache
 	retries     int
 	hello       func(*wirepb.Hello)
+	early       []byte
 }
 
 // WithHandoff opts into adoption (broker.md §7): Connect sets capability bit 0 and, when
@@ -32,6 +33,20 @@ type options struct {
 func WithHandoff() Option {
 	return func(o *options) { o.handoff = true; o.caps |= wire.CapHandlePassing }
 }
+
+// MaxEarlyData is the largest payload WithEarlyData sends ahead of the handoff-ready
+// EVENT; it fits a socket buffer, so writing it never blocks. Larger payloads are
+// written once the connection is established.
+const MaxEarlyData = 16 << 10
+
+// WithEarlyData has Connect send b as the first bytes of the data connection, exactly
+// once. With WithHandoff, Connect sets capability bit 1 (ours) and, when Negotiated
+// grants it with a token, writes b on the control connection right after Negotiated,
+// before the handoff-ready EVENT: the backend finds it buffered when it adopts the
+// socket, which saves a round trip. When the EVENT does not come, b goes to backend_pipe
+// instead (the backend writes the EVENT before it reads, so nobody read it). Without a
+// grant, b is written after adoption or on backend_pipe. Connect does not modify b.
+func WithEarlyData(b []byte) Option { return func(o *options) { o.early = b } }
 
 // WithHandoffWait bounds the wait for the handoff-ready EVENT.
 func WithHandoffWait(d time.Duration) Option { return func(o *options) { o.handoffWait = d } }

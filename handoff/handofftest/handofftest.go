@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -28,8 +29,11 @@ import (
 const (
 	Echo   = "echo"   // sdk backend with handoff, echoing every connection
 	Reject = "reject" // same, but declines every handoff
-	NoAck  = "noack"  // sdk backend without handoff; a raw handoff listener that never acks
-	Peek   = "peek"   // only a raw handoff listener that reports anything it receives
+	// Alternate accepts the first handoff and declines every second one after it, so a
+	// broker sees the backend relay (and grants early data) before a decline.
+	Alternate = "alternate"
+	NoAck     = "noack" // sdk backend without handoff; a raw handoff listener that never acks
+	Peek      = "peek"  // only a raw handoff listener that reports anything it receives
 )
 
 const (
@@ -59,6 +63,9 @@ func runChild(ctx context.Context, mode, ep, hep string) error {
 	case Echo:
 	case Reject:
 		o.AcceptHandoff = func([]byte) bool { return false }
+	case Alternate:
+		var n atomic.Int64
+		o.AcceptHandoff = func([]byte) bool { return n.Add(1)%2 == 1 }
 	case NoAck, Peek:
 		o.HandoffEndpoint = ""
 		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: hep, Net: "unix"})

@@ -1,0 +1,114 @@
+package client
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rpbroker/broker/wire"
+	"github.com/rpbroker/broker/wire/wirepb"
+)
+
+// maxEventBody caps the handoff-ready EVENT; it is a few dozen bytes.
+const maxEventBody = 64 << 10
+
+// drainWait bounds reading what is already queued once the connection is fenced; after
+// shutdown(SHUT_RD) nothing new can arrive, so this never really waits.
+const drainWait = 100 * time.Millisecond
+
+// ErrLateHandoff: the backend adopted the connection, and with it the early data, just
+// as the wait for the EVENT ran out, after the read side was shut. The early data was
+// delivered once and is not resent; the connection cannot read a reply.
+var ErrLateHandoff = errors.New("handoff completed after the wait: early data delivered, connection unusable")
+
+// writeAhead writes early data on the control connection before the EVENT. It reports
+// whether b went out; nothing went out on an error with no byte written (the peer is
+// gone: b goes to backend_pipe). A partial write cannot be accounted for.
+func writeAhead(c *net.UnixConn, b []byte, dl time.Time) (bool, error) {
+	c.SetWriteDeadline(dl)
+	n, err := c.Write(b)
+	c.SetWriteDeadline(time.Time{})
+	switch {
+	case err == nil:
+		return true, nil
+	case n == 0:
+		return false, nil
+	}
+	return false, fmt.Errorf("early data: wrote %d of %d bytes ahead of the handoff: %w", n, len(b), err)
+}
+
+// writeEarly writes early data on the connection Connect returns.
+func writeEarly(c net.Conn, b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	if _, err := c.Write(b); err != nil {
+		c.Close()
+		return fmt.Errorf("early data: %w", err)
+	}
+	return nil
+}
+
+// adopt waits until dl for the handoff-ready EVENT matching n, reading exactly that frame
+// (bytes the backend wrote behind it stay queued). ok: adopted, conn ready for data.
+// Otherwise the read side is shut first, so that no backend can adopt conn any more (its
+// EVENT write fails and it declines, unread), and what was queued is read: late reports
+// a matching EVENT that slipped in before the fence, i.e. a backend adopted conn after
+// all. EOF, a timeout with nothing queued or a mismatching frame mean nobody did.
+func adopt(conn *net.UnixConn, n *wirepb.Negotiated, dl time.Time) (ok, late bool) {
+	conn.SetReadDeadline(dl)
+	fenced := false
+	fill := func(p []byte) error {
+		for off := 0; off < len(p); {
+			k, err := conn.Read(p[off:])
+			off += k
+			var ne net.Error
+			switch {
+			case err == nil:
+			case !fenced && errors.As(err, &ne) && ne.Timeout():
+				fenced = true
+				if err := conn.CloseRead(); err != nil {
+					return err
+				}
+				conn.SetReadDeadline(time.Now().Add(drainWait))
+			default:
+				return err
+			}
+		}
+		return nil
+	}
+	defer func() {
+		if ok {
+			conn.SetDeadline(time.Time{})
+		}
+	}()
+	var hdr [wire.HeaderLen]byte
+	if fill(hdr[:]) != nil || hdr[0] != wire.FramingVersion {
+		return false, false
+	}
+	size := binary.LittleEndian.Uint32(hdr[1:])
+	if size > maxEventBody {
+		return false, false
+	}
+	body := make([]byte, size)
+	if fill(body) != nil || !matchEvent(body, n) {
+		return false, false
+	}
+	return !fenced, fenced
+}
+
+// matchEvent: an accepted 0xD0FF EVENT for this Negotiated's token and connection id.
+func matchEvent(body []byte, n *wirepb.Negotiated) bool {
+	var f wirepb.Frame
+	var ack wirepb.HandoffAck
+	if proto.Unmarshal(body, &f) != nil || f.Kind != wirepb.FrameKind_EVENT ||
+		f.PayloadProtocol != wire.ProtoHandoff || proto.Unmarshal(f.Payload, &ack) != nil {
+		return false
+	}
+	return ack.Accepted && bytes.Equal(ack.Token, n.HandlePassedToken) && ack.CorrelationId == n.ConnectionId
+}

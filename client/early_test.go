@@ -1,0 +1,97 @@
+package client_test
+
+import (
+	"context"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/rpbroker/broker/client"
+	"github.com/rpbroker/broker/handoff"
+	"github.com/rpbroker/broker/handoff/handofftest"
+	"github.com/rpbroker/broker/wire"
+)
+
+// Early data reaches the backend exactly once on every path: written ahead of the EVENT
+// and found by the adopting backend, or (no EVENT) sent through backend_pipe, or (no
+// grant) written after adoption or on backend_pipe. Bit 1 is granted only with a token,
+// to clients that set bits 0 and 1, once the backend has proven it relays the EVENT.
+func TestConnectEarlyData(t *testing.T) {
+	dir := handofftest.ShortDir(t)
+	modes := []string{handofftest.Echo, handofftest.Alternate, handofftest.NoAck}
+	bes := map[string]*handofftest.Backend{}
+	for _, m := range modes {
+		bes[m] = handofftest.Spawn(t, m, dir, -1)
+	}
+	for _, m := range modes {
+		bes[m].Ready(t)
+	}
+	early := []byte("early \x00\x01 request")
+	withEarly := []client.Option{client.WithHandoff(), client.WithEarlyData(early)}
+	cases := []struct {
+		name    string
+		mode    string
+		ho      handoff.Options
+		prime   bool // one plain handoff first: the backend proves it relays
+		opts    []client.Option
+		granted bool // Negotiated carries bit 1
+		adopted bool
+	}{
+		{"granted and adopted", handofftest.Echo, handoff.Options{}, true, withEarly, true, true},
+		{"granted, backend declines: via backend_pipe", handofftest.Alternate, handoff.Options{}, true, withEarly, true, false},
+		{"nothing proven yet: written after adoption", handofftest.Echo, handoff.Options{}, false, withEarly, false, true},
+		{"backend never acks: no grant", handofftest.NoAck, handoff.Options{AckTimeout: 100 * time.Millisecond}, true, withEarly, false, false},
+		{"v1-only broker: no grant", handofftest.Echo, handoff.Options{V1Only: true}, true, withEarly, false, true},
+		{"bit 1 without bit 0: no grant", handofftest.Echo, handoff.Options{}, true,
+			[]client.Option{client.WithCapabilities(wire.CapEarlyData), client.WithEarlyData(early)}, false, false},
+		{"early data without handoff", handofftest.Echo, handoff.Options{}, true,
+			[]client.Option{client.WithEarlyData(early)}, false, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			be := bes[tc.mode]
+			b := startBroker(t, be, brokerOpts{handoff: true, ho: tc.ho})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			d := b.rb.Dispatcher()
+			if tc.prime {
+				c, _, err := client.Connect(ctx, b.path, service, version, client.WithHandoff())
+				if err != nil {
+					t.Fatal(err)
+				}
+				roundTrip(t, c, "prime")
+				c.Close()
+				waitUntil(t, "priming handoff done", func() bool { st := d.Stats(); return st.Handoffs+st.Failures == 1 })
+			}
+			c, n, err := client.Connect(ctx, b.path, service, version, tc.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if got := n.ServerCapabilities&wire.CapEarlyData != 0; got != tc.granted {
+				t.Fatalf("server capabilities %#x: early data granted %v, want %v", n.ServerCapabilities, got, tc.granted)
+			}
+			want := be.Endpoint
+			if tc.adopted {
+				want = b.path
+			}
+			if got := connectedTo(c); got != want {
+				t.Fatalf("connected to %s, want %s", got, want)
+			}
+			// The echo returns the early data once, then what follows, then EOF.
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Write([]byte("|next")); err != nil {
+				t.Fatal(err)
+			}
+			c.(interface{ CloseWrite() error }).CloseWrite()
+			got, err := io.ReadAll(c)
+			if err != nil || string(got) != string(early)+"|next" {
+				t.Fatalf("backend echoed %q, %v; want the early data exactly once", got, err)
+			}
+			st := d.Stats()
+			if tc.granted != (st.Early == 1) || (tc.granted && !tc.adopted && st.Failures != 1) {
+				t.Fatalf("stats %+v", st)
+			}
+		})
+	}
+}
