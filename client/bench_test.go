@@ -12,17 +12,22 @@ import (
 	"github.com/rpbroker/broker/client"
 	"github.com/rpbroker/broker/handoff"
 	"github.com/rpbroker/broker/handoff/handofftest"
+	"github.com/rpbroker/broker/wire"
 )
 
 // BenchmarkHandoffVsReconnect measures, interleaved in one run, a full Hello + handoff +
-// 1-byte round trip on the adopted socket (A) against a full Hello + reconnect to
-// backend_pipe + the same round trip (B), at least 5,000 samples each, against a real
-// serve loop in this process and a real backend process:
+// 1-byte round trip on the adopted socket against a full Hello + reconnect to
+// backend_pipe + the same round trip, at least 5,000 samples each, against a real serve
+// loop in this process and a real backend process:
 //
 //	go test -run '^$' -bench HandoffVsReconnect -benchtime 1x ./client
 //
-// Sub-benchmark "ext" uses our extensions (the backend relays the EVENT, handoff
-// connections are reused); "v1" is the plain v1 exchange against the same backend.
+// Three paths: A sends its byte as early data (WithEarlyData: written right after
+// Negotiated, before the EVENT); A0 is the handoff without early data (the byte is written
+// after the EVENT); B reconnects and writes the byte after connecting. Sub-benchmark "ext"
+// uses our extensions (the backend relays the EVENT, handoff connections are reused, the
+// broker grants early data); "v1" is the plain v1 exchange against the same backend (no
+// grant: A behaves like A0).
 func BenchmarkHandoffVsReconnect(b *testing.B) {
 	for _, v1 := range []bool{false, true} {
 		name := "ext"
@@ -33,70 +38,94 @@ func BenchmarkHandoffVsReconnect(b *testing.B) {
 	}
 }
 
+// Paths measured by benchHandoff.
+const (
+	pathEarly = iota
+	pathHandoff
+	pathReconnect
+	numPaths
+)
+
 func benchHandoff(b *testing.B, v1Only bool) {
 	be := handofftest.Start(b, handofftest.Echo, handofftest.ShortDir(b), -1)
 	br := startBroker(b, be, brokerOpts{handoff: true, ho: handoff.Options{V1Only: v1Only}})
 	ctx := context.Background()
-	var fellBack int
-	sample := func(handoff bool) time.Duration {
+	var fellBack, granted int
+	payload := []byte{'x'}
+	sample := func(path int) time.Duration {
 		var opts []client.Option
-		if handoff {
+		switch path {
+		case pathEarly:
+			opts = append(opts, client.WithHandoff(), client.WithEarlyData(payload))
+		case pathHandoff:
 			opts = append(opts, client.WithHandoff())
 		}
 		var buf [1]byte
 		start := time.Now()
-		c, _, err := client.Connect(ctx, br.path, service, version, opts...)
+		c, n, err := client.Connect(ctx, br.path, service, version, opts...)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := c.Write([]byte{'x'}); err != nil {
-			b.Fatal(err)
+		if path != pathEarly {
+			if _, err := c.Write(payload); err != nil {
+				b.Fatal(err)
+			}
 		}
 		if _, err := io.ReadFull(c, buf[:]); err != nil {
 			b.Fatal(err)
 		}
 		el := time.Since(start)
-		if handoff && connectedTo(c) != br.path {
+		if path != pathReconnect && connectedTo(c) != br.path {
 			fellBack++
+		}
+		if n.ServerCapabilities&wire.CapEarlyData != 0 {
+			granted++
 		}
 		c.Close()
 		return el
 	}
-	for i := range 500 { // warm up both paths (pools, caches, runtime)
-		sample(i%2 == 0)
+	for i := range 600 { // warm up every path (pools, caches, runtime)
+		sample(i % numPaths)
 	}
-	fellBack = 0
+	fellBack, granted = 0, 0
 
 	n := max(b.N, 5000)
-	ho := make([]time.Duration, 0, n)
-	re := make([]time.Duration, 0, n)
+	var got [numPaths][]time.Duration
+	for p := range got {
+		got[p] = make([]time.Duration, 0, n)
+	}
 	b.ResetTimer()
 	for i := range n {
-		if i%2 == 0 { // alternate the order so neither path always runs first
-			ho = append(ho, sample(true))
-			re = append(re, sample(false))
-		} else {
-			re = append(re, sample(false))
-			ho = append(ho, sample(true))
+		for k := range numPaths { // rotate the order so no path always runs first
+			p := (i + k) % numPaths
+			got[p] = append(got[p], sample(p))
 		}
 	}
 	b.StopTimer()
 
-	hp50, hp99 := pct(ho, 50), pct(ho, 99)
-	rp50, rp99 := pct(re, 50), pct(re, 99)
 	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-	b.ReportMetric(us(hp50), "handoff-p50-µs")
-	b.ReportMetric(us(hp99), "handoff-p99-µs")
-	b.ReportMetric(us(rp50), "reconnect-p50-µs")
-	b.ReportMetric(us(rp99), "reconnect-p99-µs")
-	b.ReportMetric(us(hp50)/us(rp50), "p50-ratio")
-	b.ReportMetric(us(hp99)/us(rp99), "p99-ratio")
+	var p50, p99 [numPaths]time.Duration
+	for p := range got {
+		p50[p], p99[p] = pct(got[p], 50), pct(got[p], 99)
+	}
+	b.ReportMetric(us(p50[pathEarly]), "early-p50-µs")
+	b.ReportMetric(us(p99[pathEarly]), "early-p99-µs")
+	b.ReportMetric(us(p50[pathHandoff]), "handoff-p50-µs")
+	b.ReportMetric(us(p99[pathHandoff]), "handoff-p99-µs")
+	b.ReportMetric(us(p50[pathReconnect]), "reconnect-p50-µs")
+	b.ReportMetric(us(p99[pathReconnect]), "reconnect-p99-µs")
+	b.ReportMetric(us(p50[pathEarly])/us(p50[pathReconnect]), "early-p50-ratio")
+	b.ReportMetric(us(p99[pathEarly])/us(p99[pathReconnect]), "early-p99-ratio")
+	b.ReportMetric(us(p50[pathHandoff])/us(p50[pathReconnect]), "p50-ratio")
+	b.ReportMetric(us(p99[pathHandoff])/us(p99[pathReconnect]), "p99-ratio")
 	var t strings.Builder
-	fmt.Fprintf(&t, "%d samples each, %d handoffs fell back\n", n, fellBack)
-	fmt.Fprintf(&t, "%-28s %10s %10s\n", "path", "P50", "P99")
-	fmt.Fprintf(&t, "%-28s %10v %10v\n", "A Hello+handoff+1B RTT", hp50, hp99)
-	fmt.Fprintf(&t, "%-28s %10v %10v\n", "B Hello+reconnect+1B RTT", rp50, rp99)
-	fmt.Fprintf(&t, "%-28s %10.3f %10.3f\n", "ratio A/B", us(hp50)/us(rp50), us(hp99)/us(rp99))
+	fmt.Fprintf(&t, "%d samples per path, %d handoffs fell back, early data granted %d times\n", n, fellBack, granted)
+	fmt.Fprintf(&t, "%-34s %10s %10s %8s %8s\n", "path", "P50", "P99", "P50/B", "P99/B")
+	names := [numPaths]string{"A  Hello+handoff+early 1B RTT", "A0 Hello+handoff+1B RTT", "B  Hello+reconnect+1B RTT"}
+	for p := range numPaths {
+		fmt.Fprintf(&t, "%-34s %10v %10v %8.3f %8.3f\n", names[p], p50[p], p99[p],
+			us(p50[p])/us(p50[pathReconnect]), us(p99[p])/us(p99[pathReconnect]))
+	}
 	b.Log("\n" + t.String())
 }
 
