@@ -277,7 +277,8 @@ func (d *Dispatcher) expect() (int, bool) {
 
 // take returns a usable spare, dialling inline only when the pool is empty. The caller
 // kicks the refill once its handoff is done, so that dialling never competes with it.
-// Spares proven by an ext ack go first; early takes only one proven to relay (or none).
+// early takes only a spare proven to relay (or none); other handoffs take unproven ones
+// first, so that every spare gets proven and early data is rarely refused for want of one.
 func (d *Dispatcher) take(ctx context.Context, expect int, early bool) (spare, error) {
 	now := time.Now()
 	for {
@@ -289,7 +290,7 @@ func (d *Dispatcher) take(ctx context.Context, expect int, early bool) (spare, e
 		}
 		i := n - 1 // newest first: least likely to have gone stale
 		for j := n - 1; j >= 0; j-- {
-			if (early && d.pool[j].ext.Relayed) || (!early && d.pool[j].ext.Reuse) {
+			if (early && d.pool[j].ext.Relayed) || (!early && !d.pool[j].ext.Relayed) {
 				i = j
 				break
 			}

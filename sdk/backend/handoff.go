@@ -52,13 +52,15 @@ const seenTokens = 4096
 
 // serveHandoff runs one handoff connection: receive, validate, ack, then serve the
 // client. A v1 exchange serves the client on this goroutine (no extra hop); a reused
-// connection starts the handler on spawn and waits for the next exchange. A connection
-// that never gets a token (a spare the broker did not use) ends with ctx.
+// connection starts the handler on spawn and waits for the next exchange. When this
+// backend relayed the EVENT, the client waits and the broker does not: the client is
+// served on this goroutine at once, and the ack and the next exchange continue on spawn.
+// A connection that never gets a token (a spare the broker did not use) ends with ctx.
 func (s *Server) serveHandoff(ctx context.Context, c *net.UnixConn, h Handler, open *connSet, spawn func(func())) {
-	defer c.Close()
 	for {
-		client, reuse, err := s.receiveHandoff(ctx, c)
+		client, reuse, ack, err := s.receiveHandoff(ctx, c)
 		if err != nil {
+			c.Close()
 			if ctx.Err() == nil && !errors.Is(err, io.EOF) {
 				s.report(fmt.Errorf("backend %s: handoff: %w", s.opts.HandoffEndpoint, err))
 			}
@@ -70,7 +72,24 @@ func (s *Server) serveHandoff(ctx context.Context, c *net.UnixConn, h Handler, o
 			defer client.Close()
 			h(ctx, client)
 		}
-		if !reuse {
+		switch {
+		case ack != nil:
+			spawn(func() {
+				c.SetWriteDeadline(time.Now().Add(offerTimeout))
+				_, err := c.Write(ack)
+				if err != nil || !reuse {
+					c.Close()
+					if err != nil {
+						s.report(fmt.Errorf("backend %s: handoff: write ack: %w", s.opts.HandoffEndpoint, err))
+					}
+					return
+				}
+				c.SetWriteDeadline(time.Time{})
+				s.serveHandoff(ctx, c, h, open, spawn)
+			})
+			serve()
+			return
+		case !reuse:
 			c.Close()
 			serve()
 			return
@@ -81,26 +100,27 @@ func (s *Server) serveHandoff(ctx context.Context, c *net.UnixConn, h Handler, o
 
 // receiveHandoff returns the adopted client connection and whether the broker will send
 // another exchange on c, or an error after declining (the received fd is closed on every
-// error path).
-func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn) (net.Conn, bool, error) {
+// error path). When it relayed the EVENT, it returns the ack unwritten, for the caller
+// to write once the client is on its way.
+func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn) (net.Conn, bool, []byte, error) {
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
 	tok, fd, err := recvToken(c)
 	if err != nil {
-		return nil, false, err
+		return nil, false, nil, err
 	}
 	// From here on the fd is ours: decline closes it, accept wraps it.
 	c.SetDeadline(time.Now().Add(offerTimeout))
 	f, err := wire.ReadFrame(c, wire.MaxHelloBody)
 	if err != nil {
 		unix.Close(fd)
-		return nil, false, fmt.Errorf("read offer: %w", err)
+		return nil, false, nil, fmt.Errorf("read offer: %w", err)
 	}
 	offer, ext, err := handoff.DecodeOfferExt(f)
 	if err != nil {
 		unix.Close(fd)
-		return nil, false, err // not a v1 offer: nothing sensible to answer
+		return nil, false, nil, err // not a v1 offer: nothing sensible to answer
 	}
 	var answer handoff.Ext
 	ack := &wirepb.HandoffAck{Token: offer.Token, CorrelationId: offer.CorrelationId}
@@ -143,24 +163,24 @@ func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn) (net.Conn,
 	ack.Accepted = client != nil
 	answer.Reuse = ext.Reuse && ack.Accepted
 	b, err := handoff.AckFrameExt(wirepb.FrameKind_RESPONSE, f.RequestId, ack, answer)
+	if err == nil && answer.Relayed {
+		c.SetDeadline(time.Time{})
+		return client, answer.Reuse, b, nil
+	}
 	if err == nil {
 		_, err = c.Write(b)
 	}
 	switch {
-	case err != nil && answer.Relayed:
-		// The client was told it is adopted: serve it; only this connection is lost.
-		s.report(fmt.Errorf("backend %s: handoff: write ack: %w", s.opts.HandoffEndpoint, err))
-		return client, false, nil
 	case err != nil:
 		if client != nil {
 			client.Close() // the broker will not relay; the client falls back
 		}
-		return nil, false, fmt.Errorf("write ack: %w", err)
+		return nil, false, nil, fmt.Errorf("write ack: %w", err)
 	case client == nil:
-		return nil, false, errors.New("declined: " + ack.ErrorDetail)
+		return nil, false, nil, errors.New("declined: " + ack.ErrorDetail)
 	}
 	c.SetDeadline(time.Time{}) // idle until the next exchange, however long
-	return client, answer.Reuse, nil
+	return client, answer.Reuse, nil, nil
 }
 
 // relay writes the handoff-ready EVENT to the adopted client in one non-blocking write.
