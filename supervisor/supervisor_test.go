@@ -382,8 +382,14 @@ func TestVerifyConnect(t *testing.T) {
 		registeredService("probed", "1.0.0", be, e.sock("probed")))
 	e.start()
 	testutil.WaitFor(t, "connect-verified service to negotiate", negotiates(e.sock("plain"), "plain", "1.0.0"))
-	// The same endpoint fails the identity probe: it never answers a probe frame.
-	if _, err := hello(e.sock("probed"), "probed", "1.0.0"); refusedCode(err) != wirepb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED {
+	// The same endpoint fails the identity probe: it never answers a probe frame. Wait
+	// for the socket to be bound (any answer), then the answer must be a refusal.
+	testutil.WaitFor(t, "probed to answer", func() bool {
+		_, err = hello(e.sock("probed"), "probed", "1.0.0")
+		var r *client.RefusedError
+		return errors.As(err, &r)
+	})
+	if refusedCode(err) != wirepb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED {
 		t.Fatalf("probe-verified service against a non-probe backend: %v", err)
 	}
 }
