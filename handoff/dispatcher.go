@@ -62,13 +62,20 @@ type Options struct {
 	// backend, one exchange per connection. Extensions are harmless to v1 backends, which
 	// skip unknown fields; this is for measuring and for peers that are strict.
 	V1Only bool
-	Log    zerolog.Logger
+	// SyncAcks waits for every ack, also on spares proven to relay and reuse, where the
+	// broker otherwise reads the ack later (lazy.go).
+	SyncAcks bool
+	Log      zerolog.Logger
 }
 
 // Stats count what a Dispatcher did, for tests and status output.
 type Stats struct {
 	Handoffs, Failures uint64
 	Early              uint64 // handoffs whose client was granted early data
+	// Lazy counts handoffs sent without waiting for the ack, counted in Handoffs when
+	// sent; LateFailures those of them found declined or unanswered later, which then
+	// move from Handoffs to Failures.
+	Lazy, LateFailures uint64
 	Spares             int
 	Tokens             int
 }
@@ -85,6 +92,9 @@ type Dispatcher struct {
 	handoffs atomic.Uint64
 	failures atomic.Uint64
 	early    atomic.Uint64
+	lazy     atomic.Uint64
+	// lateFailures counts lazy handoffs found failed when their ack was read.
+	lateFailures atomic.Uint64
 
 	mu     sync.Mutex
 	pool   []spare
@@ -100,6 +110,7 @@ type spare struct {
 	pid int
 	at  time.Time
 	ext Ext
+	ack *lazyAck // an ack still queued on c (lazy.go); nil when none
 }
 
 // New returns a Dispatcher; call Run to keep spares ready (Handoff works without, dialling
@@ -164,7 +175,8 @@ func (d *Dispatcher) Stats() Stats {
 	d.mu.Lock()
 	n := len(d.pool)
 	d.mu.Unlock()
-	return Stats{Handoffs: d.handoffs.Load(), Failures: d.failures.Load(), Early: d.early.Load(), Spares: n, Tokens: d.tok.outstanding()}
+	return Stats{Handoffs: d.handoffs.Load(), Failures: d.failures.Load(), Early: d.early.Load(),
+		Lazy: d.lazy.Load(), LateFailures: d.lateFailures.Load(), Spares: n, Tokens: d.tok.outstanding()}
 }
 
 // Run keeps the spare pool full until ctx is cancelled, then closes every spare.
@@ -204,6 +216,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 
 // fill drops spares that are no longer usable and dials until the pool is full.
 func (d *Dispatcher) fill(ctx context.Context) error {
+	d.settlePool()
 	expect, ok := d.expect()
 	now := time.Now()
 	d.mu.Lock()
@@ -279,34 +292,51 @@ func (d *Dispatcher) expect() (int, bool) {
 // kicks the refill once its handoff is done, so that dialling never competes with it.
 // early takes only a spare proven to relay (or none); other handoffs take unproven ones
 // first, so that every spare gets proven and early data is rarely refused for want of one.
+// A spare whose lazy ack is not there yet is passed over for another one, and waited for
+// only when no other is left.
 func (d *Dispatcher) take(ctx context.Context, expect int, early bool) (spare, error) {
 	now := time.Now()
+	var waiting []spare
+	defer func() {
+		for _, w := range waiting {
+			d.put(w)
+		}
+	}()
 	for {
 		d.mu.Lock()
-		n := len(d.pool)
-		if n == 0 {
+		i := d.pick(early)
+		if i < 0 {
 			d.mu.Unlock()
 			break
 		}
-		i := n - 1 // newest first: least likely to have gone stale
-		for j := n - 1; j >= 0; j-- {
-			if (early && d.pool[j].ext.Relayed) || (!early && !d.pool[j].ext.Relayed) {
-				i = j
-				break
-			}
-		}
 		s := d.pool[i]
-		if early && !s.ext.Relayed {
-			d.mu.Unlock()
-			return spare{}, ErrNoRelaySpare
-		}
+		n := len(d.pool)
 		d.pool = append(d.pool[:i], d.pool[i+1:]...)
 		d.pool[:n][n-1] = spare{}
 		d.mu.Unlock()
+		if s.ack != nil {
+			ready, ok := d.settle(&s, false)
+			if !ready {
+				waiting = append(waiting, s)
+			}
+			if !ok {
+				continue
+			}
+		}
 		if d.usable(s, expect, now) {
 			return s, nil
 		}
 		s.c.Close()
+	}
+	for len(waiting) > 0 {
+		s := waiting[0]
+		waiting = waiting[1:]
+		if _, ok := d.settle(&s, true); ok {
+			if d.usable(s, expect, now) {
+				return s, nil
+			}
+			s.c.Close()
+		}
 	}
 	if early {
 		return spare{}, ErrNoRelaySpare // a fresh dial has proven nothing
@@ -315,11 +345,29 @@ func (d *Dispatcher) take(ctx context.Context, expect int, early bool) (spare, e
 	return spare{c: c, pid: pid, at: now}, err
 }
 
+// pick returns the index of the spare take should try next, -1 for none: newest first
+// (least likely to have gone stale); for early only proven relays, otherwise unproven
+// spares before proven ones. d.mu is held.
+func (d *Dispatcher) pick(early bool) int {
+	for j := len(d.pool) - 1; j >= 0; j-- {
+		if d.pool[j].ext.Relayed == early {
+			return j
+		}
+	}
+	if early {
+		return -1
+	}
+	return len(d.pool) - 1
+}
+
 // usable: still the verified backend, not too old, and the peer has neither closed nor
 // written anything (a spare never carries data before the offer).
 func (d *Dispatcher) usable(s spare, expect int, now time.Time) bool {
 	if (expect >= 0 && s.pid != expect) || now.Sub(s.at) > d.o.MaxIdle {
 		return false
+	}
+	if s.ack != nil {
+		return true // quiet but for its ack, which settle reads
 	}
 	rc, err := s.c.SyscallConn()
 	if err != nil {

@@ -64,17 +64,11 @@ func (d *Dispatcher) handoff(ctx context.Context, client *net.UnixConn, token []
 	if !ok {
 		return ErrNoBackend
 	}
-	// Encode everything first, so that nothing but syscalls sits between the ack and the
-	// relay.
 	var ext Ext
 	if !d.o.V1Only {
 		ext = Ext{RelayConnID: connID, Reuse: true}
 	}
 	offer, err := OfferFrameExt(token, service, connID, ext)
-	if err != nil {
-		return err
-	}
-	relay, err := AckFrame(wirepb.FrameKind_EVENT, connID, &wirepb.HandoffAck{Token: token, Accepted: true, CorrelationId: connID})
 	if err != nil {
 		return err
 	}
@@ -86,6 +80,25 @@ func (d *Dispatcher) handoff(ctx context.Context, client *net.UnixConn, token []
 	s, offered, err := d.send(ctx, expect, early, token, offer, oob)
 	if err != nil {
 		return err
+	}
+	if offered && s.ext.Relayed && s.ext.Reuse && !d.o.SyncAcks {
+		// Lazy ack: this backend has proven that it relays the EVENT itself and reads
+		// further exchanges here, so nobody waits for this ack now. Our copy of the client
+		// fd is closed on return (the fd in flight keeps the socket alive); the ack stays
+		// queued on the spare and is read before its next offer (settle).
+		s.ack = &lazyAck{token: token, connID: connID, sent: start}
+		s.at = time.Now()
+		d.lazy.Add(1)
+		d.put(s)
+		return nil
+	}
+	var relay []byte
+	if !s.ext.Relayed {
+		// Likely relayed by us: encode while the backend works, not after its ack.
+		if relay, err = relayFrame(token, connID); err != nil {
+			s.c.Close()
+			return err
+		}
 	}
 	c := s.c
 	reuse := false
@@ -123,6 +136,11 @@ func (d *Dispatcher) handoff(ctx context.Context, client *net.UnixConn, token []
 			Msg("backend proven to relay acked without relaying; relaying for it")
 	}
 	if !got.Relayed {
+		if relay == nil {
+			if relay, err = relayFrame(token, connID); err != nil {
+				return err
+			}
+		}
 		client.SetWriteDeadline(time.Now().Add(relayTimeout))
 		if _, err := client.Write(relay); err != nil {
 			return fmt.Errorf("relay handoff-ready event to client: %w", err)
@@ -166,6 +184,11 @@ func (d *Dispatcher) send(ctx context.Context, expect int, early bool, token, of
 		last = fmt.Errorf("sendmsg: %w", err)
 	}
 	return spare{}, false, last
+}
+
+// relayFrame is the handoff-ready EVENT the broker relays to the client (v1).
+func relayFrame(token []byte, connID uint64) ([]byte, error) {
+	return AckFrame(wirepb.FrameKind_EVENT, connID, &wirepb.HandoffAck{Token: token, Accepted: true, CorrelationId: connID})
 }
 
 // rightsOf builds the SCM_RIGHTS control message for the client's fd. The fd stays valid

@@ -1,0 +1,69 @@
+package handoff_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"syscall"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/rpbroker/broker/handoff"
+	"github.com/rpbroker/broker/handoff/handofftest"
+)
+
+// On a spare proven to relay and reuse, the broker sends without waiting for the ack.
+// A backend that declines such a handoff closes the client's fd unread (the client sees
+// EOF and falls back by itself); the broker counts the decline when it next takes that
+// spare, and never offers on it again.
+func TestHandoffLazyAckDeclined(t *testing.T) {
+	dir := handofftest.ShortDir(t)
+	be := handofftest.Start(t, handofftest.Alternate, dir, -1) // accepts, declines, accepts...
+	p := newPairs(t, dir)
+	d := handoff.New(handoff.Options{Endpoint: be.Handoff, ExpectPID: pidOf(be), Spares: 2, Log: zerolog.Nop()})
+	run(t, d)
+	waitSpares(t, d, 2)
+
+	// 1: synchronous on an unproven spare; proves it.
+	bc, cc := p.pair()
+	tok := d.Issue()
+	if err := d.Handoff(context.Background(), bc, tok, 1, "svc", false); err != nil {
+		t.Fatal(err)
+	}
+	readRelay(t, cc, tok, 1)
+	echoRoundTrip(t, cc, "sync")
+	cc.Close()
+	if st := d.Stats(); st.Lazy != 0 || !d.EarlyData() {
+		t.Fatalf("after the first handoff: %+v, early data %v", st, d.EarlyData())
+	}
+
+	// 2: lazy on the proven spare; the backend declines behind the broker's back.
+	bc, cc = p.pair()
+	if _, err := cc.Write([]byte("early")); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Handoff(context.Background(), bc, d.Issue(), 2, "svc", true); err != nil {
+		t.Fatalf("lazy handoff: %v", err)
+	}
+	// Closed with the early bytes unread: EOF or a reset, never an EVENT.
+	if b, err := io.ReadAll(cc); (err != nil && !errors.Is(err, syscall.ECONNRESET)) || len(b) != 0 {
+		t.Fatalf("declined client got %q, %v; want EOF or reset, nothing read", b, err)
+	}
+	cc.Close()
+	if st := d.Stats(); st.Lazy != 1 {
+		t.Fatalf("not sent lazily: %+v", st)
+	}
+
+	// 3: the next early handoff takes that spare, reads the decline first, drops it.
+	bc, cc = p.pair()
+	defer cc.Close()
+	err := d.Handoff(context.Background(), bc, d.Issue(), 3, "svc", true)
+	if !errors.Is(err, handoff.ErrNoRelaySpare) {
+		t.Fatalf("early handoff after the decline: %v, want ErrNoRelaySpare", err)
+	}
+	st := d.Stats()
+	if st.LateFailures != 1 || st.Handoffs != 1 || st.Failures != 2 {
+		t.Fatalf("stats %+v: want the lazy decline counted", st)
+	}
+}
