@@ -4,7 +4,7 @@
 // Launch mode (started by the broker): everything comes from the environment, no flags.
 // Registered mode (started by hand, named in the broker config):
 //
-//	go run ./examples/echo-backend -endpoint /tmp/rpb-echo-backend.sock
+//	go run ./examples/echo-backend -endpoint /tmp/rpb-echo-backend.sock [-handoff-endpoint /tmp/rpb-echo-handoff.sock]
 //
 // It logs one line on start and exits 0 on SIGTERM or SIGINT.
 package main
@@ -36,6 +36,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	endpoint := fs.String("endpoint", "/tmp/rpb-echo-backend.sock", "socket path to bind in registered mode")
 	version := fs.String("version", "1.0.0", "service version this backend serves in registered mode (informational)")
+	handoff := fs.String("handoff-endpoint", "", "registered mode: also accept connections handed off by the broker on this socket")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -44,7 +45,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	srv, err := backend.FromEnv()
 	if errors.Is(err, backend.ErrNotLaunched) {
 		mode = "registered"
-		srv, err = backend.New(backend.Options{Endpoint: *endpoint, ServiceVersion: *version})
+		srv, err = backend.New(backend.Options{Endpoint: *endpoint, ServiceVersion: *version, HandoffEndpoint: *handoff})
 	}
 	if err == nil {
 		err = srv.Listen()
