@@ -23,7 +23,9 @@ const drainWait = 100 * time.Millisecond
 
 // ErrLateHandoff: the backend adopted the connection, and with it the early data, just
 // as the wait for the EVENT ran out, after the read side was shut. The early data was
-// delivered once and is not resent; the connection cannot read a reply.
+// delivered once and is not resent; the connection cannot read a reply. With early data
+// granted, Connect returns before the EVENT and the first Read, Write or CloseWrite on
+// the connection returns this error (lazy.go).
 var ErrLateHandoff = errors.New("handoff completed after the wait: early data delivered, connection unusable")
 
 // writeAhead writes early data on the control connection before the EVENT. It reports

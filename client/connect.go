@@ -106,26 +106,18 @@ func (o *options) connectOnce(ctx context.Context, socket, service, version stri
 				return nil, nil, err
 			}
 			if sent {
-				pending = nil
+				// The EVENT is settled by the first Read or Write (lazy.go).
+				return newLazyConn(conn, n, o.early, o.deadline(ctx)), n, nil
 			}
 		}
-		ok, late := adopt(conn, n, o.deadline(ctx))
-		switch {
-		case ok && pending == nil:
-			return conn, n, nil
-		case ok:
+		// Nothing went ahead: a late adoption (fenced, unusable) costs nothing either.
+		if ok, _ := adopt(conn, n, o.deadline(ctx)); ok {
 			if err := writeEarly(conn, pending); err != nil {
 				conn.Close()
 				return nil, nil, err
 			}
 			return conn, n, nil
-		case late && pending == nil:
-			conn.Close()
-			return nil, nil, ErrLateHandoff
 		}
-		// Not adopted: nobody read what was written ahead (the backend writes the EVENT
-		// before it reads), so it goes to backend_pipe.
-		pending = o.early
 	}
 	conn.Close()
 	c, err := dialPipe(ctx, n.BackendPipe)

@@ -1,0 +1,256 @@
+package client
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rpbroker/broker/wire"
+	"github.com/rpbroker/broker/wire/wirepb"
+)
+
+// lazyConn is what Connect returns when the broker granted early data and the early
+// bytes went out on the control connection: the handoff-ready EVENT is not waited for in
+// Connect but settled by the first Read, Write or CloseWrite, which saves the caller one
+// wake-up (the EVENT and the backend's first reply usually arrive together).
+//
+// Settling reads exactly the EVENT frame; with a match the control connection is the data
+// connection. On EOF, a reset or a mismatching frame nobody read the early bytes (the
+// backend writes the EVENT before reading, or declines and closes the fd unread), so
+// settling dials backend_pipe, writes them there once and continues on that connection.
+// The wait is bounded by the handoff wait (WithHandoffWait, default 2 s) from Connect;
+// when it runs out the read side is shut first, as in adopt, and an EVENT that slipped in
+// before that fence makes every call return ErrLateHandoff.
+//
+// Deadlines set on the wrapper apply to whichever connection serves it and also bound
+// the settling itself: a deadline that passes first returns a timeout and settling goes
+// on with the next call. Concurrent calls wait for one another while settling.
+type lazyConn struct {
+	ctl   *net.UnixConn
+	n     *wirepb.Negotiated
+	early []byte
+	until time.Time // end of the handoff wait
+
+	mu  sync.Mutex // held while settling
+	ev  []byte     // the EVENT's bytes read so far
+	err error      // sticky settling failure
+
+	settled atomic.Bool
+	closed  atomic.Bool
+
+	dmu      sync.Mutex // guards c and the deadlines below
+	c        net.Conn   // the data connection once settled
+	rdl, wdl time.Time
+}
+
+func newLazyConn(ctl *net.UnixConn, n *wirepb.Negotiated, early []byte, until time.Time) *lazyConn {
+	return &lazyConn{ctl: ctl, n: n, early: early, until: until, ev: make([]byte, 0, 64)}
+}
+
+// conn settles if needed and returns the data connection; dl is the caller's deadline.
+func (l *lazyConn) conn(write bool) (net.Conn, error) {
+	if l.settled.Load() {
+		return l.c, nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.settled.Load() {
+		return l.c, nil
+	}
+	if l.err != nil {
+		return nil, l.err
+	}
+	l.dmu.Lock()
+	dl := l.rdl
+	if write {
+		dl = l.wdl
+	}
+	l.dmu.Unlock()
+	c, err := l.settle(dl)
+	if err != nil {
+		var ne net.Error
+		if !(errors.As(err, &ne) && ne.Timeout()) || l.closed.Load() {
+			l.err = err // only a caller's own deadline leaves settling resumable
+		}
+		return nil, err
+	}
+	l.dmu.Lock()
+	l.c = c
+	c.SetReadDeadline(l.rdl)
+	c.SetWriteDeadline(l.wdl)
+	l.settled.Store(true)
+	l.dmu.Unlock()
+	return c, nil
+}
+
+// settle reads the EVENT (resuming a partial one) and returns the data connection.
+func (l *lazyConn) settle(callerDL time.Time) (net.Conn, error) {
+	fenced := false
+	var fenceDL time.Time
+	for {
+		need := wire.HeaderLen
+		if len(l.ev) >= wire.HeaderLen {
+			if l.ev[0] != wire.FramingVersion {
+				return l.fallback()
+			}
+			size := binary.LittleEndian.Uint32(l.ev[1:])
+			if size > maxEventBody {
+				return l.fallback()
+			}
+			need += int(size)
+			if len(l.ev) == need {
+				switch {
+				case !matchEvent(l.ev[wire.HeaderLen:], l.n):
+					return l.fallback()
+				case fenced:
+					l.ctl.Close()
+					return nil, ErrLateHandoff
+				}
+				return l.ctl, nil
+			}
+		}
+		dl := fenceDL
+		if !fenced {
+			dl = l.until
+			if !callerDL.IsZero() && callerDL.Before(dl) {
+				dl = callerDL
+			}
+		}
+		l.ctl.SetReadDeadline(dl)
+		if cap(l.ev) < need {
+			l.ev = append(make([]byte, 0, need), l.ev...)
+		}
+		k, err := l.ctl.Read(l.ev[len(l.ev):need])
+		l.ev = l.ev[:len(l.ev)+k]
+		var ne net.Error
+		switch {
+		case err == nil:
+		case l.closed.Load():
+			return nil, net.ErrClosed
+		case !fenced && errors.As(err, &ne) && ne.Timeout() && time.Now().Before(l.until):
+			return nil, os.ErrDeadlineExceeded // the caller's deadline; settling resumes
+		case !fenced && errors.As(err, &ne) && ne.Timeout():
+			fenced = true
+			if err := l.ctl.CloseRead(); err != nil {
+				return l.fallback()
+			}
+			fenceDL = time.Now().Add(drainWait)
+		default:
+			return l.fallback() // EOF, reset, or nothing queued behind the fence
+		}
+	}
+}
+
+// fallback: nobody adopted the control connection, so nobody read the early bytes; they
+// go to backend_pipe, once.
+func (l *lazyConn) fallback() (net.Conn, error) {
+	l.ctl.Close()
+	if l.closed.Load() {
+		return nil, net.ErrClosed
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultTimeout)
+	defer cancel()
+	c, err := dialPipe(ctx, l.n.BackendPipe)
+	if err != nil {
+		return nil, fmt.Errorf("handoff fallback: %w", err)
+	}
+	if err := writeEarly(c, l.early); err != nil {
+		return nil, fmt.Errorf("handoff fallback: %w", err)
+	}
+	if l.closed.Load() { // Close ran while we dialled
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	return c, nil
+}
+
+func (l *lazyConn) Read(p []byte) (int, error) {
+	c, err := l.conn(false)
+	if err != nil {
+		return 0, err
+	}
+	return c.Read(p)
+}
+
+func (l *lazyConn) Write(p []byte) (int, error) {
+	c, err := l.conn(true)
+	if err != nil {
+		return 0, err
+	}
+	return c.Write(p)
+}
+
+// CloseWrite settles, then shuts the write side of the data connection.
+func (l *lazyConn) CloseWrite() error {
+	c, err := l.conn(true)
+	if err != nil {
+		return err
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.New("close write: not supported")
+}
+
+// Close closes the connection, also while another call is settling.
+func (l *lazyConn) Close() error {
+	if l.closed.Swap(true) {
+		return net.ErrClosed
+	}
+	l.dmu.Lock()
+	c := l.c
+	l.dmu.Unlock()
+	err := l.ctl.Close() // unblocks a settling read; closed already after a fallback
+	if c != nil && c != net.Conn(l.ctl) {
+		err = c.Close()
+	}
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+// current is the connection that serves the wrapper now (the control connection while
+// unsettled).
+func (l *lazyConn) current() net.Conn {
+	l.dmu.Lock()
+	defer l.dmu.Unlock()
+	if l.c != nil {
+		return l.c
+	}
+	return l.ctl
+}
+
+func (l *lazyConn) LocalAddr() net.Addr  { return l.current().LocalAddr() }
+func (l *lazyConn) RemoteAddr() net.Addr { return l.current().RemoteAddr() }
+
+func (l *lazyConn) SetDeadline(t time.Time) error {
+	l.SetReadDeadline(t)
+	return l.SetWriteDeadline(t)
+}
+
+func (l *lazyConn) SetReadDeadline(t time.Time) error {
+	l.dmu.Lock()
+	defer l.dmu.Unlock()
+	l.rdl = t
+	if l.c != nil {
+		return l.c.SetReadDeadline(t)
+	}
+	return nil // settle applies it
+}
+
+func (l *lazyConn) SetWriteDeadline(t time.Time) error {
+	l.dmu.Lock()
+	defer l.dmu.Unlock()
+	l.wdl = t
+	if l.c != nil {
+		return l.c.SetWriteDeadline(t)
+	}
+	return nil
+}
