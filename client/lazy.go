@@ -20,8 +20,8 @@ import (
 // Connect but settled by the first Read, Write or CloseWrite, which saves the caller one
 // wake-up (the EVENT and the backend's first reply usually arrive together).
 //
-// Settling reads exactly the EVENT frame; with a match the control connection is the data
-// connection. On EOF, a reset or a mismatching frame nobody read the early bytes (the
+// Settling reads the EVENT frame (and whatever follows it in the same read, served by the
+// next Reads); with a match the control connection is the data connection. On EOF, a reset or a mismatching frame nobody read the early bytes (the
 // backend writes the EVENT before reading, or declines and closes the fd unread), so
 // settling dials backend_pipe, writes them there once and continues on that connection.
 // The wait is bounded by the handoff wait (WithHandoffWait, default 2 s) from Connect;
@@ -38,8 +38,11 @@ type lazyConn struct {
 	until time.Time // end of the handoff wait
 
 	mu  sync.Mutex // held while settling
-	ev  []byte     // the EVENT's bytes read so far
+	ev  []byte     // the EVENT's bytes read so far, and what followed in the same reads
 	err error      // sticky settling failure
+
+	rmu  sync.Mutex
+	rest []byte // bytes read behind the EVENT, served before the connection's
 
 	settled atomic.Bool
 	closed  atomic.Bool
@@ -50,8 +53,12 @@ type lazyConn struct {
 }
 
 func newLazyConn(ctl *net.UnixConn, n *wirepb.Negotiated, early []byte, until time.Time) *lazyConn {
-	return &lazyConn{ctl: ctl, n: n, early: early, until: until, ev: make([]byte, 0, 64)}
+	return &lazyConn{ctl: ctl, n: n, early: early, until: until, ev: make([]byte, 0, eventBuf)}
 }
+
+// eventBuf is how much one read takes while settling: the EVENT and, often, the
+// backend's first reply behind it, in one system call.
+const eventBuf = 1024
 
 // conn settles if needed and returns the data connection; dl is the caller's deadline.
 func (l *lazyConn) conn(write bool) (net.Conn, error) {
@@ -104,14 +111,17 @@ func (l *lazyConn) settle(callerDL time.Time) (net.Conn, error) {
 				return l.fallback()
 			}
 			need += int(size)
-			if len(l.ev) == need {
+			if len(l.ev) >= need {
 				switch {
-				case !matchEvent(l.ev[wire.HeaderLen:], l.n):
+				case !matchEvent(l.ev[wire.HeaderLen:need], l.n):
 					return l.fallback()
 				case fenced:
 					l.ctl.Close()
 					return nil, ErrLateHandoff
 				}
+				l.rmu.Lock()
+				l.rest = l.ev[need:]
+				l.rmu.Unlock()
 				return l.ctl, nil
 			}
 		}
@@ -126,7 +136,9 @@ func (l *lazyConn) settle(callerDL time.Time) (net.Conn, error) {
 		if cap(l.ev) < need {
 			l.ev = append(make([]byte, 0, need), l.ev...)
 		}
-		k, err := l.ctl.Read(l.ev[len(l.ev):need])
+		// Past the EVENT is fine: the control connection is ours unless it falls back,
+		// and then what followed a mismatching frame does not matter.
+		k, err := l.ctl.Read(l.ev[len(l.ev):cap(l.ev)])
 		l.ev = l.ev[:len(l.ev)+k]
 		var ne net.Error
 		switch {
@@ -175,6 +187,14 @@ func (l *lazyConn) Read(p []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	l.rmu.Lock()
+	if len(l.rest) > 0 {
+		n := copy(p, l.rest)
+		l.rest = l.rest[n:]
+		l.rmu.Unlock()
+		return n, nil
+	}
+	l.rmu.Unlock()
 	return c.Read(p)
 }
 
