@@ -111,6 +111,8 @@ type spare struct {
 	at  time.Time
 	ext Ext
 	ack *lazyAck // an ack still queued on c (lazy.go); nil when none
+	// quiet: its ack was just read and nothing followed it, so take need not poll it.
+	quiet bool
 }
 
 // New returns a Dispatcher; call Run to keep spares ready (Handoff works without, dialling
@@ -366,8 +368,8 @@ func (d *Dispatcher) usable(s spare, expect int, now time.Time) bool {
 	if (expect >= 0 && s.pid != expect) || now.Sub(s.at) > d.o.MaxIdle {
 		return false
 	}
-	if s.ack != nil {
-		return true // quiet but for its ack, which settle reads
+	if s.ack != nil || s.quiet {
+		return true // quiet but for its ack, which settle reads (or just read)
 	}
 	rc, err := s.c.SyscallConn()
 	if err != nil {

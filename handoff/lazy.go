@@ -1,8 +1,10 @@
 package handoff
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -29,23 +31,26 @@ type lazyAck struct {
 var errNoLazyAck = errors.New("no ack for a handoff sent without waiting")
 
 // settle reads the ack queued on s. With wait false it only reads an ack that is already
-// readable (ready false: not there yet, s untouched). ok: accepted, s is reusable and its
-// ack cleared. Otherwise s is closed and the failure logged and counted.
+// there, in one system call (ready false: not there yet, s untouched). ok: accepted, s
+// is reusable and its ack cleared; s.quiet says nothing followed the ack. Otherwise s is
+// closed and the failure logged and counted.
 func (d *Dispatcher) settle(s *spare, wait bool) (ready, ok bool) {
 	a := s.ack
-	if !wait && !readable(s) {
-		if time.Since(a.sent) < d.o.AckTimeout {
-			return false, false
+	var body []byte
+	var err error
+	if wait {
+		s.c.SetReadDeadline(a.sent.Add(d.o.AckTimeout))
+		body, err = wire.ReadFrameBody(s.c, maxControlBody)
+	} else {
+		var again bool
+		body, again, err = d.tryAck(s)
+		if again {
+			if time.Since(a.sent) < d.o.AckTimeout {
+				return false, false
+			}
+			err = errNoLazyAck
 		}
-		d.lateFailure(s, errNoLazyAck)
-		return true, false
 	}
-	dl := a.sent.Add(d.o.AckTimeout)
-	if !wait {
-		dl = time.Now().Add(d.o.AckTimeout) // the ack is there, or its first bytes are
-	}
-	s.c.SetReadDeadline(dl)
-	body, err := wire.ReadFrameBody(s.c, maxControlBody)
 	if err != nil {
 		d.lateFailure(s, fmt.Errorf("read ack: %w", err))
 		return true, false
@@ -59,8 +64,63 @@ func (d *Dispatcher) settle(s *spare, wait bool) (ready, ok bool) {
 		return true, false
 	}
 	s.c.SetReadDeadline(time.Time{})
-	s.ack, s.ext = nil, got
+	s.ack, s.ext, s.quiet = nil, got, !wait
 	return true, true
+}
+
+// ackBuf holds an ack with room to spare: a few dozen bytes.
+const ackBuf = 256
+
+// tryAck reads the queued ack without waiting; again: nothing there yet. Anything after
+// the ack is an error: the backend writes nothing else before the next offer.
+func (d *Dispatcher) tryAck(s *spare) (body []byte, again bool, err error) {
+	rc, err := s.c.SyscallConn()
+	if err != nil {
+		return nil, false, err
+	}
+	buf := make([]byte, ackBuf)
+	n := 0
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		n, rerr = unix.Read(int(fd), buf)
+		return true
+	}); err != nil {
+		return nil, false, err
+	}
+	switch {
+	case rerr == unix.EAGAIN:
+		return nil, true, nil
+	case rerr != nil:
+		return nil, false, rerr
+	case n == 0:
+		return nil, false, io.EOF
+	case n < wire.HeaderLen:
+		s.c.SetReadDeadline(time.Now().Add(d.o.AckTimeout))
+		k, err := io.ReadFull(s.c, buf[n:wire.HeaderLen])
+		n += k
+		if err != nil {
+			return nil, false, err
+		}
+	}
+	if buf[0] != wire.FramingVersion {
+		return nil, false, fmt.Errorf("ack: first byte 0x%02x", buf[0])
+	}
+	need := wire.HeaderLen + int(binary.LittleEndian.Uint32(buf[1:]))
+	switch {
+	case need > maxControlBody:
+		return nil, false, fmt.Errorf("ack of %d bytes", need)
+	case n > need:
+		return nil, false, fmt.Errorf("%d bytes after the ack", n-need)
+	case n < need:
+		if need > len(buf) {
+			buf = append(buf[:n], make([]byte, need-n)...)
+		}
+		s.c.SetReadDeadline(time.Now().Add(d.o.AckTimeout))
+		if _, err := io.ReadFull(s.c, buf[n:need]); err != nil {
+			return nil, false, err
+		}
+	}
+	return buf[wire.HeaderLen:need], false, nil
 }
 
 // lateFailure closes s and records that the handoff sent on it without waiting failed.
@@ -92,22 +152,8 @@ func (d *Dispatcher) settlePool() {
 	d.mu.Unlock()
 	for _, s := range pending {
 		if ready, ok := d.settle(&s, false); ok || !ready {
+			s.quiet = false // it may sit in the pool for a while: take polls it
 			d.put(s)
 		}
 	}
-}
-
-// readable polls s without blocking.
-func readable(s *spare) bool {
-	rc, err := s.c.SyscallConn()
-	if err != nil {
-		return true // let the read report it
-	}
-	r := true
-	rc.Control(func(fd uintptr) {
-		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
-		n, err := unix.Poll(p, 0)
-		r = err != nil || n > 0
-	})
-	return r
 }
