@@ -136,6 +136,8 @@ func TestConnectNoAck(t *testing.T) {
 	if others >= r.at || r.at < 400*time.Millisecond || r.at > 1500*time.Millisecond {
 		t.Fatalf("others done after %v, fallback after %v: want others first and a fallback near the 500ms ack deadline", others, r.at)
 	}
+	// The broker closes the client's socket before it counts the failure.
+	waitUntil(t, "failure counted", func() bool { return b.rb.Dispatcher().Stats().Failures == 1 })
 	if st := b.rb.Dispatcher().Stats(); st.Failures != 1 || st.Handoffs != 0 {
 		t.Fatalf("stats %+v", st)
 	}
