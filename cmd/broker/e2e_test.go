@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -121,11 +122,38 @@ func TestBrokerSIGHUPAndSIGTERM(t *testing.T) {
 	cmd, out := e.startBroker()
 	testutil.WaitFor(t, "alpha to negotiate", func() bool { return hello(e.sock("alpha"), "alpha") == nil })
 
-	// A valid change: beta goes, gamma comes, alpha is untouched.
+	// A valid change while a client hammers alpha: beta goes, gamma comes, alpha is
+	// untouched and answers every Hello.
+	var ok, failed atomic.Int64
+	stop := make(chan struct{})
+	hammered := make(chan struct{})
+	go func() {
+		defer close(hammered)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := hello(e.sock("alpha"), "alpha"); err != nil {
+				failed.Add(1)
+			} else {
+				ok.Add(1)
+			}
+		}
+	}()
+	testutil.WaitFor(t, "the hammer to start", func() bool { return ok.Load() > 10 })
 	e.writeConfig("", "alpha", "gamma")
 	cmd.Process.Signal(syscall.SIGHUP)
 	testutil.WaitFor(t, "gamma after SIGHUP", func() bool { return hello(e.sock("gamma"), "gamma") == nil })
 	testutil.WaitFor(t, "beta's socket to go", func() bool { _, err := os.Stat(e.sock("beta")); return err != nil })
+	before := ok.Load()
+	testutil.WaitFor(t, "alpha to keep answering", func() bool { return ok.Load() > before+10 })
+	close(stop)
+	<-hammered
+	if n := failed.Load(); n != 0 {
+		t.Fatalf("%d of %d Hellos on the unchanged service failed across SIGHUP", n, n+ok.Load())
+	}
 
 	// An invalid file: logged precisely, the running services keep answering.
 	e.writeConfig("bogus_key = 1", "alpha")
