@@ -41,6 +41,7 @@ var (
 	ErrPeerUnverified = errors.New("handoff endpoint peer is not the verified backend")
 	ErrBusy           = errors.New("too many handoffs in flight")
 	ErrNoRelaySpare   = errors.New("early data granted but no spare proven to relay is left")
+	errNoSpare        = errors.New("no spare ready")
 )
 
 // Options configure a Dispatcher for one backend handoff endpoint.
@@ -77,6 +78,7 @@ type Stats struct {
 	// move from Handoffs to Failures.
 	Lazy, LateFailures uint64
 	Spares             int
+	Held               int // spares taken by Prepare, not yet handed off
 	Tokens             int
 }
 
@@ -98,6 +100,7 @@ type Dispatcher struct {
 
 	mu     sync.Mutex
 	pool   []spare
+	held   map[*Prepared]spare // taken ahead of Negotiated (prepare.go)
 	closed bool
 }
 
@@ -175,10 +178,10 @@ func (d *Dispatcher) Kick() {
 // Stats returns counters and the current pool size.
 func (d *Dispatcher) Stats() Stats {
 	d.mu.Lock()
-	n := len(d.pool)
+	n, held := len(d.pool), len(d.held)
 	d.mu.Unlock()
 	return Stats{Handoffs: d.handoffs.Load(), Failures: d.failures.Load(), Early: d.early.Load(),
-		Lazy: d.lazy.Load(), LateFailures: d.lateFailures.Load(), Spares: n, Tokens: d.tok.outstanding()}
+		Lazy: d.lazy.Load(), LateFailures: d.lateFailures.Load(), Spares: n, Held: held, Tokens: d.tok.outstanding()}
 }
 
 // Run keeps the spare pool full until ctx is cancelled, then closes every spare.
@@ -222,6 +225,7 @@ func (d *Dispatcher) fill(ctx context.Context) error {
 	expect, ok := d.expect()
 	now := time.Now()
 	d.mu.Lock()
+	d.reclaimLocked(now)
 	keep := d.pool[:0]
 	var drop []spare
 	for _, s := range d.pool {
@@ -273,7 +277,10 @@ func (d *Dispatcher) put(s spare) bool {
 func (d *Dispatcher) closeAll() {
 	d.mu.Lock()
 	pool := d.pool
-	d.pool, d.closed = nil, true
+	for _, s := range d.held {
+		pool = append(pool, s)
+	}
+	d.pool, d.held, d.closed = nil, nil, true
 	d.mu.Unlock()
 	for _, s := range pool {
 		s.c.Close()
@@ -296,7 +303,7 @@ func (d *Dispatcher) expect() (int, bool) {
 // first, so that every spare gets proven and early data is rarely refused for want of one.
 // A spare whose lazy ack is not there yet is passed over for another one, and waited for
 // only when no other is left.
-func (d *Dispatcher) take(ctx context.Context, expect int, early bool) (spare, error) {
+func (d *Dispatcher) take(ctx context.Context, expect int, early, dial bool) (spare, error) {
 	now := time.Now()
 	var waiting []spare
 	defer func() {
@@ -342,6 +349,9 @@ func (d *Dispatcher) take(ctx context.Context, expect int, early bool) (spare, e
 	}
 	if early {
 		return spare{}, ErrNoRelaySpare // a fresh dial has proven nothing
+	}
+	if !dial {
+		return spare{}, errNoSpare
 	}
 	c, pid, err := d.dial(ctx, expect)
 	return spare{c: c, pid: pid, at: now}, err

@@ -29,11 +29,15 @@ const sendAttempts = 3
 // client, so its fd goes only to a spare proven to relay the EVENT before reading (see
 // EarlyData); without one, the handoff fails and the client, seeing EOF, sends its data
 // through backend_pipe instead.
-func (d *Dispatcher) Handoff(ctx context.Context, client *net.UnixConn, token []byte, connectionID uint64, service string, early bool) error {
+func (d *Dispatcher) Handoff(ctx context.Context, client *net.UnixConn, token []byte, connectionID uint64, service string, early bool, prepared ...*Prepared) error {
 	if early {
 		d.early.Add(1)
 	}
-	err := d.handoff(ctx, client, token, connectionID, service, early)
+	var p *Prepared
+	if len(prepared) > 0 {
+		p = prepared[0]
+	}
+	err := d.handoff(ctx, client, token, connectionID, service, early, p)
 	client.Close()
 	if d.poolLen() < d.o.Spares {
 		d.Kick() // refill after the fact: no dial competes with the handoff itself
@@ -50,7 +54,7 @@ func (d *Dispatcher) Handoff(ctx context.Context, client *net.UnixConn, token []
 	return nil
 }
 
-func (d *Dispatcher) handoff(ctx context.Context, client *net.UnixConn, token []byte, connID uint64, service string, early bool) error {
+func (d *Dispatcher) handoff(ctx context.Context, client *net.UnixConn, token []byte, connID uint64, service string, early bool, p *Prepared) error {
 	start := time.Now()
 	if !d.tok.consume(token, start) {
 		return ErrToken
@@ -68,16 +72,22 @@ func (d *Dispatcher) handoff(ctx context.Context, client *net.UnixConn, token []
 	if !d.o.V1Only {
 		ext = Ext{RelayConnID: connID, Reuse: true}
 	}
-	offer, err := OfferFrameExt(token, service, connID, ext)
-	if err != nil {
-		return err
+	offer := []byte(nil)
+	if p != nil && p.ext == ext {
+		offer = p.offer
+	}
+	if offer == nil {
+		var err error
+		if offer, err = OfferFrameExt(token, service, connID, ext); err != nil {
+			return err
+		}
 	}
 	oob, err := rightsOf(client)
 	if err != nil {
 		return fmt.Errorf("client fd: %w", err)
 	}
 
-	s, offered, err := d.send(ctx, expect, early, token, offer, oob)
+	s, offered, err := d.send(ctx, expect, early, token, offer, oob, p)
 	if err != nil {
 		return err
 	}
@@ -159,12 +169,18 @@ func (d *Dispatcher) handoff(ctx context.Context, client *net.UnixConn, token []
 // On a spare whose backend acked our extensions the offer frame rides in the same
 // message (one wake-up for the backend); offered reports that. A v1 backend gets exactly
 // the 16 token bytes, as v1 says, in case it reads them with a larger buffer.
-func (d *Dispatcher) send(ctx context.Context, expect int, early bool, token, offer, oob []byte) (spare, bool, error) {
+func (d *Dispatcher) send(ctx context.Context, expect int, early bool, token, offer, oob []byte, p *Prepared) (spare, bool, error) {
 	var last error
 	for range sendAttempts {
-		s, err := d.take(ctx, expect, early)
-		if err != nil {
-			return spare{}, false, err
+		s, ok := d.claim(p) // taken by Prepare, before Negotiated
+		if !ok || (expect >= 0 && s.pid != expect) {
+			if ok {
+				d.put(s)
+			}
+			var err error
+			if s, err = d.take(ctx, expect, early, true); err != nil {
+				return spare{}, false, err
+			}
 		}
 		msg := token
 		if s.ext.Reuse && !d.o.V1Only {

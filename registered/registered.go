@@ -130,9 +130,20 @@ func (b *Backend) Route(_ context.Context, req *serve.Request) (serve.Route, err
 				// to write the EVENT before it reads (handoff.Dispatcher.EarlyData).
 				r.Capabilities = wire.CapEarlyData
 			}
+			// Both run on the connection's goroutine, in turn: the offer is encoded and a
+			// spare taken before Negotiated goes out, so that only the sendmsg follows it.
+			var p *handoff.Prepared
+			r.BeforeReply = func(ctx context.Context, n *wirepb.Negotiated) {
+				p = b.disp.Prepare(ctx, n.HandlePassedToken, n.ConnectionId, service, n.ServerCapabilities&wire.CapEarlyData != 0)
+			}
 			r.AfterReply = func(ctx context.Context, conn *net.UnixConn, n *wirepb.Negotiated) {
-				// Runs on the connection's goroutine: the slot stays held until the ack
-				// (bounded by the ack timeout and the dispatcher's in-flight cap).
+				// The slot stays held until the ack, or only until the sendmsg when the
+				// spare's backend acks lazily (bounded by the ack timeout and the
+				// dispatcher's in-flight cap).
+				if p != nil {
+					b.disp.HandoffPrepared(ctx, conn, p)
+					return
+				}
 				b.disp.Handoff(ctx, conn, n.HandlePassedToken, n.ConnectionId, service, n.ServerCapabilities&wire.CapEarlyData != 0)
 			}
 		}

@@ -76,6 +76,9 @@ func (l *Loop) serveConn(ctx context.Context, conn *net.UnixConn, s *Settings) {
 		n.HandlePassedToken = route.Token
 	}
 	out.ConnectionID = n.ConnectionId
+	if route.BeforeReply != nil && route.AfterReply != nil && n.HandlePassedToken != nil {
+		route.BeforeReply(ctx, n)
+	}
 	err = l.writeReply(conn, frame, &wirepb.HelloReply{Result: &wirepb.HelloReply_Negotiated{Negotiated: n}})
 	out.Duration = time.Since(start)
 	l.shared.Observer.HelloDone(out)

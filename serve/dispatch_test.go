@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -363,5 +364,57 @@ func TestPrepareDirRefusesUnsafeDirectories(t *testing.T) {
 	}
 	if err := PrepareDir(base + "/new/nested"); err != nil {
 		t.Fatalf("missing dir should be created: %v", err)
+	}
+}
+
+// BeforeReply runs just before the Negotiated that AfterReply follows, with its final
+// connection id, and never without a token.
+func TestBeforeReply(t *testing.T) {
+	token := bytes.Repeat([]byte{7}, 16)
+	var mu sync.Mutex
+	var seen []string
+	note := func(s string, n *wirepb.Negotiated) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, s+":"+strings.Repeat("i", int(n.ConnectionId)))
+	}
+	router := routerFunc(func(_ context.Context, r *Request) (Route, error) {
+		return Route{Pipe: "/tmp/be.sock", Version: "1.2.3", Token: token,
+			BeforeReply: func(_ context.Context, n *wirepb.Negotiated) { note("before", n) },
+			AfterReply:  func(_ context.Context, _ *net.UnixConn, n *wirepb.Negotiated) { note("after", n) },
+		}, nil
+	})
+	h := startLoop(t, Settings{Service: "zc", Router: router}, mapDefs{"zc": {Def: zcDef, Found: true}}, nil)
+	for _, tc := range []struct {
+		name string
+		caps uint64
+		want bool
+	}{{"token granted", wire.CapHandlePassing, true}, {"no bit 0: neither hook", 0, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			mu.Lock()
+			seen = nil
+			mu.Unlock()
+			m := goodHello()
+			m.ClientCapabilities = tc.caps
+			n := h.helloReply(frameBytes(t, helloFrame(t, m))).GetNegotiated()
+			if n == nil {
+				t.Fatal("not negotiated")
+			}
+			id := strings.Repeat("i", int(n.ConnectionId))
+			want := []string{"before:" + id, "after:" + id}
+			if !tc.want {
+				want = nil
+			}
+			testutil.WaitFor(t, "hooks ran", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(seen) == len(want)
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			if strings.Join(seen, ",") != strings.Join(want, ",") {
+				t.Fatalf("hooks %q, want %q", seen, want)
+			}
+		})
 	}
 }

@@ -64,6 +64,11 @@ type Route struct {
 	Capabilities uint64
 	// AfterReply, when set, runs after Negotiated was written, owning conn (handoff).
 	AfterReply func(ctx context.Context, conn *net.UnixConn, n *wirepb.Negotiated)
+	// BeforeReply, when set, runs on the same goroutine just before the Negotiated that
+	// AfterReply will follow is written, with its final fields: work that needs no reply
+	// (encoding the handoff offer, taking a spare) leaves the path between Negotiated and
+	// the handoff. AfterReply may not follow (the write can fail).
+	BeforeReply func(ctx context.Context, n *wirepb.Negotiated)
 }
 
 // Admin answers admin verbs; it sees which loop the request arrived on.

@@ -1,0 +1,53 @@
+package handoff_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/rpbroker/broker/handoff"
+	"github.com/rpbroker/broker/handoff/handofftest"
+)
+
+// A prepared handoff uses the spare taken before Negotiated; one that is never handed
+// off (the Negotiated write failed) gives its spare back to the pool.
+func TestHandoffPrepared(t *testing.T) {
+	dir := handofftest.ShortDir(t)
+	be := handofftest.Start(t, handofftest.Echo, dir, -1)
+	p := newPairs(t, dir)
+	d := handoff.New(handoff.Options{Endpoint: be.Handoff, ExpectPID: pidOf(be), Spares: 2, Log: zerolog.Nop()})
+	run(t, d)
+	waitSpares(t, d, 2)
+	ctx := context.Background()
+	for i := range 4 {
+		tok, id := d.Issue(), uint64(20+i)
+		pr := d.Prepare(ctx, tok, id, "svc", false)
+		if st := d.Stats(); st.Spares != 1 || st.Held != 1 {
+			t.Fatalf("prepared: %+v, want one spare held", st)
+		}
+		bc, cc := p.pair()
+		if err := d.HandoffPrepared(ctx, bc, pr); err != nil {
+			t.Fatal(err)
+		}
+		readRelay(t, cc, tok, id)
+		echoRoundTrip(t, cc, "prepared")
+		cc.Close()
+		if st := d.Stats(); st.Spares != 2 || st.Held != 0 {
+			t.Fatalf("after the handoff: %+v", st)
+		}
+	}
+	d.Prepare(ctx, d.Issue(), 99, "svc", false) // never handed off
+	if st := d.Stats(); st.Held != 1 {
+		t.Fatalf("prepared: %+v", st)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for st := d.Stats(); st.Held != 0 || st.Spares != 2; st = d.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("held spare never returned: %+v", d.Stats())
+		}
+		d.Kick()
+		time.Sleep(10 * time.Millisecond)
+	}
+}
