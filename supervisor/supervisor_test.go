@@ -74,6 +74,16 @@ socket = %q
 `, name, version, endpoint, socket)
 }
 
+// testLogger logs into the test output; a benchmark measures the broker, not its debug
+// lines, so it logs from info up only.
+func testLogger(t testing.TB) zerolog.Logger {
+	l := zerolog.New(zerolog.NewTestWriter(t))
+	if _, bench := t.(*testing.B); bench {
+		l = l.Level(zerolog.InfoLevel)
+	}
+	return l
+}
+
 type running struct {
 	sup  *Supervisor
 	stop context.CancelFunc
@@ -84,7 +94,7 @@ func (e *env) start() *running {
 	e.t.Helper()
 	sup, err := New(Options{
 		Load: func() (*config.Config, error) { return config.Load(e.cfgPath, config.LoadOptions{Environ: []string{}}) },
-		Log:  zerolog.New(zerolog.NewTestWriter(e.t)),
+		Log:  testLogger(e.t),
 	})
 	if err != nil {
 		e.t.Fatal(err)
