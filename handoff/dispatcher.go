@@ -21,6 +21,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+
+	"github.com/rpbroker/broker/internal/peercred"
 )
 
 // Defaults for Options.
@@ -406,7 +408,7 @@ func (d *Dispatcher) dial(ctx context.Context, expect int) (*net.UnixConn, int, 
 		return nil, 0, fmt.Errorf("handoff endpoint %s: %w", d.o.Endpoint, err)
 	}
 	uc := c.(*net.UnixConn)
-	cred, err := peerCred(uc)
+	cred, err := peercred.Of(uc)
 	if err != nil {
 		uc.Close()
 		return nil, 0, fmt.Errorf("handoff endpoint %s: peer credentials: %w", d.o.Endpoint, err)
@@ -420,19 +422,4 @@ func (d *Dispatcher) dial(ctx context.Context, expect int) (*net.UnixConn, int, 
 		return nil, 0, fmt.Errorf("handoff endpoint %s: listener pid %d, verified backend pid %d: %w", d.o.Endpoint, cred.Pid, expect, ErrPeerUnverified)
 	}
 	return uc, int(cred.Pid), nil
-}
-
-func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := rc.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return nil, err
-	}
-	return cred, cerr
 }

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/rpbroker/broker/internal/peercred"
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
@@ -177,7 +178,7 @@ func dial(ctx context.Context, endpoint string) (*net.UnixConn, *unix.Ucred, fun
 	// A cancelled ctx (not only an expired one) must also unblock reads and writes.
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	cancel := func() { stop(); cancelCtx() }
-	cred, err := peerCred(conn)
+	cred, err := peercred.Of(conn)
 	if err != nil {
 		cancel()
 		conn.Close()
@@ -191,20 +192,4 @@ func withDefaultDeadline(ctx context.Context) (context.Context, context.CancelFu
 		return context.WithCancel(ctx)
 	}
 	return context.WithTimeout(ctx, DefaultTimeout)
-}
-
-// peerCred reads SO_PEERCRED: for a connecting socket, the process that called listen.
-func peerCred(conn *net.UnixConn) (*unix.Ucred, error) {
-	raw, err := conn.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var cred *unix.Ucred
-	var credErr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return nil, err
-	}
-	return cred, credErr
 }

@@ -9,8 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/rpbroker/broker/internal/peercred"
 	"github.com/rpbroker/broker/names"
 )
 
@@ -104,19 +103,9 @@ type Cred struct {
 
 // PeerCred reads SO_PEERCRED of a Unix connection.
 func PeerCred(c *net.UnixConn) (Cred, error) {
-	rc, err := c.SyscallConn()
+	uc, err := peercred.Of(c)
 	if err != nil {
 		return Cred{}, err
-	}
-	var uc *unix.Ucred
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		uc, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return Cred{}, err
-	}
-	if serr != nil {
-		return Cred{}, fmt.Errorf("SO_PEERCRED: %w", serr)
 	}
 	return Cred{PID: uc.Pid, UID: uc.Uid, GID: uc.Gid}, nil
 }
