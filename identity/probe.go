@@ -147,18 +147,19 @@ func ProbeAndVerify(ctx context.Context, endpoint string, h *Hasher, expectPID i
 }
 
 // CheckConnect is the lighter check for backends that do not speak the probe: endpoint
-// accepts a connection and the process that bound it runs as our effective uid.
-func CheckConnect(ctx context.Context, endpoint string) error {
+// accepts a connection and the process that bound it runs as our effective uid. It
+// returns that process's pid.
+func CheckConnect(ctx context.Context, endpoint string) (int, error) {
 	conn, cred, cancel, err := dial(ctx, endpoint)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	cancel()
 	conn.Close()
 	if int(cred.Uid) != os.Geteuid() {
-		return fmt.Errorf("connect check %s: listener uid %d, ours %d: %w", endpoint, cred.Uid, os.Geteuid(), ErrForeignUID)
+		return 0, fmt.Errorf("connect check %s: listener uid %d, ours %d: %w", endpoint, cred.Uid, os.Geteuid(), ErrForeignUID)
 	}
-	return nil
+	return int(cred.Pid), nil
 }
 
 // dial connects under ctx's deadline (DefaultTimeout if none) and reads SO_PEERCRED. The

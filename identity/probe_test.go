@@ -200,10 +200,11 @@ func TestProbeDeadlines(t *testing.T) {
 
 func TestCheckConnect(t *testing.T) {
 	ep := fakeBackend(t, func(net.Conn, *wirepb.Frame) {})
-	if err := identity.CheckConnect(context.Background(), ep); err != nil {
-		t.Fatal(err)
+	if pid, err := identity.CheckConnect(context.Background(), ep); err != nil || pid != os.Getpid() {
+		t.Fatalf("CheckConnect = %d, %v; want our pid %d", pid, err, os.Getpid())
 	}
-	mustIs(t, identity.CheckConnect(context.Background(), filepath.Join(testutil.ShortDir(t), "none.sock")), identity.ErrUnreachable)
+	_, err := identity.CheckConnect(context.Background(), filepath.Join(testutil.ShortDir(t), "none.sock"))
+	mustIs(t, err, identity.ErrUnreachable)
 }
 
 func TestAnswerRejectsNonProbe(t *testing.T) {

@@ -114,7 +114,8 @@ func TestForeignUIDRejected(t *testing.T) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	startChild(t, cmd, ep)
 
-	mustIs(t, identity.CheckConnect(context.Background(), ep), identity.ErrForeignUID)
+	_, err = identity.CheckConnect(context.Background(), ep)
+	mustIs(t, err, identity.ErrForeignUID)
 	res, err := identity.Probe(context.Background(), ep)
 	if err != nil {
 		t.Fatal(err)

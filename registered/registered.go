@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -234,7 +233,7 @@ func (b *Backend) verify(ctx context.Context) (*registry.Backend, error) {
 	var hash [32]byte
 	switch b.o.Verify {
 	case VerifyConnect:
-		p, err := connectPeer(pctx, b.o.Endpoint)
+		p, err := identity.CheckConnect(pctx, b.o.Endpoint)
 		if err != nil {
 			return nil, err
 		}
@@ -253,23 +252,4 @@ func (b *Backend) verify(ctx context.Context) (*registry.Backend, error) {
 	}
 	key := registry.Key{Instance: b.o.Instance, Service: b.o.Service, Version: b.o.Version, ExeHash: hash}
 	return registry.NewBackend(key, b.o.Endpoint, proc, "registered"), nil
-}
-
-// connectPeer is the light check for backends that do not answer the identity probe:
-// the endpoint accepts, and the process listening runs as our uid.
-func connectPeer(ctx context.Context, endpoint string) (int, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", endpoint)
-	if err != nil {
-		return 0, fmt.Errorf("connect %s: %w", endpoint, err)
-	}
-	defer c.Close()
-	cred, err := serve.PeerCred(c.(*net.UnixConn))
-	if err != nil {
-		return 0, fmt.Errorf("connect %s: %w", endpoint, err)
-	}
-	if int(cred.UID) != os.Geteuid() {
-		return 0, fmt.Errorf("connect %s: listener runs as uid %d, not %d", endpoint, cred.UID, os.Geteuid())
-	}
-	return int(cred.PID), nil
 }

@@ -165,7 +165,7 @@ func (d *doctor) checkServices(ctx context.Context, cfg *config.Config) {
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
 		var perr error
 		if s.Verify == config.VerifyConnect {
-			perr = identity.CheckConnect(pctx, s.BackendEndpoint)
+			_, perr = identity.CheckConnect(pctx, s.BackendEndpoint)
 		} else {
 			_, perr = identity.ProbeAndVerify(pctx, s.BackendEndpoint, &identity.Hasher{}, 0)
 		}
