@@ -12,10 +12,11 @@ import (
 	"github.com/rpbroker/broker/wire"
 )
 
-// Early data reaches the backend exactly once on every path: written ahead of the EVENT
-// and found by the adopting backend, or (no EVENT) sent through backend_pipe, or (no
-// grant) written after adoption or on backend_pipe. Bit 1 is granted only with a token,
-// to clients that set bits 0 and 1, once the backend has proven it relays the EVENT.
+// Early data reaches the backend exactly once on every path: written with the Hello and
+// found by the adopting backend, or (no EVENT) sent through backend_pipe, or (no grant)
+// on backend_pipe. Bit 1 is granted only with a token, to clients that set bits 0 and 1,
+// once the backend has proven it relays the EVENT; a bit-1 client that is not granted it
+// gets no token at all (its data sits unread behind the Hello).
 func TestConnectEarlyData(t *testing.T) {
 	dir := handofftest.ShortDir(t)
 	modes := []string{handofftest.Echo, handofftest.Alternate, handofftest.NoAck}
@@ -31,26 +32,28 @@ func TestConnectEarlyData(t *testing.T) {
 	cases := []struct {
 		name    string
 		mode    string
+		noHO    bool // the broker has handoff off
 		ho      handoff.Options
 		prime   bool // one plain handoff first: the backend proves it relays
 		opts    []client.Option
 		granted bool // Negotiated carries bit 1
 		adopted bool
 	}{
-		{"granted and adopted", handofftest.Echo, handoff.Options{}, true, withEarly, true, true},
-		{"granted, backend declines: via backend_pipe", handofftest.Alternate, handoff.Options{}, true, withEarly, true, false},
-		{"nothing proven yet: written after adoption", handofftest.Echo, handoff.Options{}, false, withEarly, false, true},
-		{"backend never acks: no grant", handofftest.NoAck, handoff.Options{AckTimeout: 100 * time.Millisecond}, true, withEarly, false, false},
-		{"v1-only broker: no grant", handofftest.Echo, handoff.Options{V1Only: true}, true, withEarly, false, true},
-		{"bit 1 without bit 0: no grant", handofftest.Echo, handoff.Options{}, true,
+		{"granted and adopted", handofftest.Echo, false, handoff.Options{}, true, withEarly, true, true},
+		{"granted, backend declines: via backend_pipe", handofftest.Alternate, false, handoff.Options{}, true, withEarly, true, false},
+		{"nothing proven yet: no token, via backend_pipe", handofftest.Echo, false, handoff.Options{}, false, withEarly, false, false},
+		{"backend never acks: no token", handofftest.NoAck, false, handoff.Options{AckTimeout: 100 * time.Millisecond}, true, withEarly, false, false},
+		{"v1-only broker: no token", handofftest.Echo, false, handoff.Options{V1Only: true}, true, withEarly, false, false},
+		{"broker without handoff: via backend_pipe", handofftest.Echo, true, handoff.Options{}, false, withEarly, false, false},
+		{"bit 1 without bit 0: no grant", handofftest.Echo, false, handoff.Options{}, true,
 			[]client.Option{client.WithCapabilities(wire.CapEarlyData), client.WithEarlyData(early)}, false, false},
-		{"early data without handoff", handofftest.Echo, handoff.Options{}, true,
+		{"early data without handoff", handofftest.Echo, false, handoff.Options{}, true,
 			[]client.Option{client.WithEarlyData(early)}, false, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			be := bes[tc.mode]
-			b := startBroker(t, be, brokerOpts{handoff: true, ho: tc.ho})
+			b := startBroker(t, be, brokerOpts{handoff: !tc.noHO, ho: tc.ho})
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			d := b.rb.Dispatcher()
@@ -71,6 +74,9 @@ func TestConnectEarlyData(t *testing.T) {
 			if got := n.ServerCapabilities&wire.CapEarlyData != 0; got != tc.granted {
 				t.Fatalf("server capabilities %#x: early data granted %v, want %v", n.ServerCapabilities, got, tc.granted)
 			}
+			if got := len(n.HandlePassedToken) > 0; got != tc.granted {
+				t.Fatalf("token issued %v, want %v (only with the grant)", got, tc.granted)
+			}
 			// The echo returns the early data once, then what follows, then EOF.
 			c.SetDeadline(time.Now().Add(10 * time.Second))
 			if _, err := c.Write([]byte("|next")); err != nil {
@@ -89,6 +95,9 @@ func TestConnectEarlyData(t *testing.T) {
 			}
 			if got := connectedTo(c); got != want {
 				t.Fatalf("connected to %s, want %s", got, want)
+			}
+			if d == nil {
+				return
 			}
 			if tc.granted && !tc.adopted {
 				// The decline may be read lazily, on Run's next pass.

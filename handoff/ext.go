@@ -22,10 +22,15 @@ import (
 //     never gets that: v1 says the token message carries exactly 16 bytes.
 //   - relayed acked: the backend writes the EVENT before reading any client byte, and
 //     declines (closing the fd unread) when it cannot. Only then may Negotiated grant
-//     early data (wire.CapEarlyData, ours): the client writes its first bytes right
-//     after Negotiated, and the handoff goes only over such a connection. Whoever reads
-//     those bytes has told the client so; a client that saw no EVENT resends them through
-//     backend_pipe.
+//     early data (wire.CapEarlyData, ours), and the handoff goes only over such a
+//     connection. Whoever reads those bytes has told the client so; a client that saw no
+//     EVENT resends them through backend_pipe.
+//
+// Early data rides with the Hello: a client that sets bit 1 writes it in the same write
+// as the Hello, and the broker reads exactly one frame, so it waits unread. Hence the
+// safety rule (registered.Route): a bit-1 client is handed off with the grant, over a
+// proven relay spare, or not at all (no token, no handoff). A v1-style handoff could let
+// a backend read the data and then fail the exchange, and the client would resend it.
 const (
 	fieldRelay protowire.Number = 16
 	fieldReuse protowire.Number = 17

@@ -120,13 +120,18 @@ func (b *Backend) Route(_ context.Context, req *serve.Request) (serve.Route, err
 	}
 	cur.Touch(time.Now())
 	r := serve.Route{Pipe: b.o.Endpoint, Version: b.o.Version}
-	if b.disp != nil && req.Hello.ClientCapabilities&wire.CapHandlePassing != 0 {
+	caps := req.Hello.ClientCapabilities
+	// Ours: a client that sets bit 1 wrote its early data behind the Hello, unread in
+	// conn. It is handed off only with the grant, to a backend proven to write the EVENT
+	// before it reads (handoff.Dispatcher.EarlyData), or not at all: no token, so that
+	// nobody reads the data and the client sends it through backend_pipe. A v1-style
+	// handoff could let a backend read it and time out, and the client would resend it.
+	early := caps&wire.CapEarlyData != 0
+	if b.disp != nil && caps&wire.CapHandlePassing != 0 && (!early || b.disp.EarlyData()) {
 		if tok := b.disp.Issue(); tok != nil {
 			service := req.Hello.ServiceName
 			r.Token = tok
-			if req.Hello.ClientCapabilities&wire.CapEarlyData != 0 && b.disp.EarlyData() {
-				// Ours: the client may write before the EVENT, since the backend is known
-				// to write the EVENT before it reads (handoff.Dispatcher.EarlyData).
+			if early {
 				r.Capabilities = wire.CapEarlyData
 			}
 			// Both run on the connection's goroutine, in turn: the offer is encoded and a
