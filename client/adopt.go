@@ -28,22 +28,6 @@ const drainWait = 100 * time.Millisecond
 // the connection returns this error (lazy.go).
 var ErrLateHandoff = errors.New("handoff completed after the wait: early data delivered, connection unusable")
 
-// writeAhead writes early data on the control connection before the EVENT. It reports
-// whether b went out; nothing went out on an error with no byte written (the peer is
-// gone: b goes to backend_pipe). A partial write cannot be accounted for.
-func writeAhead(c *net.UnixConn, b []byte, dl time.Time) (bool, error) {
-	c.SetWriteDeadline(dl)
-	n, err := c.Write(b)
-	c.SetWriteDeadline(time.Time{})
-	switch {
-	case err == nil:
-		return true, nil
-	case n == 0:
-		return false, nil
-	}
-	return false, fmt.Errorf("early data: wrote %d of %d bytes ahead of the handoff: %w", n, len(b), err)
-}
-
 // writeEarly writes early data on the connection Connect returns.
 func writeEarly(c net.Conn, b []byte) error {
 	if len(b) == 0 {

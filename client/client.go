@@ -39,6 +39,14 @@ func (e *RefusedError) Error() string {
 // Exchange dials socket, writes one frame and reads one reply frame; it returns the
 // connection still open so a caller can wait for a follow-up (the handoff EVENT).
 func Exchange(ctx context.Context, socket string, f *wirepb.Frame) (*net.UnixConn, *wirepb.Frame, error) {
+	return exchange(ctx, socket, f, nil)
+}
+
+// exchange is Exchange with extra bytes written behind the frame in the same write (early
+// data with the Hello). The broker reads exactly one frame, so they stay queued unread.
+// Only the reply frame is read: a reset the broker causes by closing with them unread
+// surfaces on a later read, never before the reply (queued data is read first).
+func exchange(ctx context.Context, socket string, f *wirepb.Frame, extra []byte) (*net.UnixConn, *wirepb.Frame, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
@@ -52,9 +60,16 @@ func Exchange(ctx context.Context, socket string, f *wirepb.Frame) (*net.UnixCon
 	conn := c.(*net.UnixConn)
 	dl, _ := ctx.Deadline()
 	conn.SetDeadline(dl)
-	if err := wire.WriteFrame(conn, f); err != nil {
+	b, err := wire.EncodeFrame(f)
+	if err != nil {
 		conn.Close()
-		return nil, nil, fmt.Errorf("broker %s: %w", socket, err)
+		return nil, nil, err
+	}
+	// One write: with at most MaxEarlyData behind the frame it is one socket buffer, queued
+	// whole or not at all.
+	if _, err := conn.Write(append(b, extra...)); err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("broker %s: write frame: %w", socket, err)
 	}
 	reply, err := wire.ReadFrame(conn, wire.MaxFrameBody)
 	if err != nil {

@@ -87,39 +87,47 @@ func (o *options) connectOnce(ctx context.Context, socket, service, version stri
 	if err != nil {
 		return nil, nil, err
 	}
-	conn, reply, err := Exchange(ctx, socket, f)
+	var withHello []byte // early data written behind the Hello, in the same write
+	if askEarly {
+		withHello = o.early
+	}
+	conn, reply, err := exchange(ctx, socket, f, withHello)
 	if err != nil {
 		return nil, nil, err
 	}
 	n, err := DecodeHelloReply(reply)
 	if err != nil {
-		conn.Close()
+		conn.Close() // a refusal: the broker read only the Hello, nobody read the early data
 		return nil, nil, err
 	}
 	pending := o.early // still to be written on the connection returned
+	if askEarly {
+		pending = nil // on the control connection already, unread so far
+	}
 	if o.handoff && len(n.HandlePassedToken) == 16 && n.ServerCapabilities&wire.CapHandlePassing != 0 {
-		early := askEarly && n.ServerCapabilities&wire.CapEarlyData != 0
-		if early {
-			sent, err := writeAhead(conn, pending, o.deadline(ctx))
-			if err != nil {
-				conn.Close()
-				return nil, nil, err
-			}
-			if sent {
-				// The EVENT is settled by the first Read or Write (lazy.go).
-				return newLazyConn(conn, n, o.early, o.deadline(ctx)), n, nil
-			}
+		if askEarly && n.ServerCapabilities&wire.CapEarlyData != 0 {
+			// The EVENT is settled by the first Read or Write (lazy.go).
+			return newLazyConn(conn, n, o.early, o.deadline(ctx)), n, nil
 		}
-		// Nothing went ahead: a late adoption (fenced, unusable) costs nothing either.
-		if ok, _ := adopt(conn, n, o.deadline(ctx)); ok {
+		ok, late := adopt(conn, n, o.deadline(ctx))
+		switch {
+		case ok:
 			if err := writeEarly(conn, pending); err != nil {
-				conn.Close()
 				return nil, nil, err
 			}
 			return conn, n, nil
+		case late && askEarly:
+			conn.Close()
+			return nil, nil, ErrLateHandoff
 		}
+		// Nothing went ahead or nobody adopted: a late adoption (fenced) costs nothing.
 	}
 	conn.Close()
+	if askEarly {
+		// Our broker hands off nothing but granted early data when bit 1 is set
+		// (registered.Route), so without the grant nobody read it: it goes to backend_pipe.
+		pending = o.early
+	}
 	c, err := dialPipe(ctx, n.BackendPipe)
 	if err != nil {
 		return nil, nil, err

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"testing"
 	"time"
@@ -107,5 +108,30 @@ func TestConnectEarlyData(t *testing.T) {
 				t.Fatalf("stats %+v", st)
 			}
 		})
+	}
+}
+
+// A refused Hello returns the refusal; the early data behind it was never read, so
+// nothing reached the backend and the next connection sees only its own bytes.
+func TestConnectEarlyDataRefused(t *testing.T) {
+	be := handofftest.Start(t, handofftest.Echo, handofftest.ShortDir(t), -1)
+	b := startBroker(t, be, brokerOpts{handoff: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _, err := client.Connect(ctx, b.path, service, "9.9.9", client.WithHandoff(), client.WithEarlyData([]byte("lost")))
+	var re *client.RefusedError
+	if !errors.As(err, &re) {
+		t.Fatalf("connect to a wrong version: %v, want a refusal", err)
+	}
+	c, _, err := client.Connect(ctx, b.path, service, version, client.WithHandoff(), client.WithEarlyData([]byte("only")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.(interface{ CloseWrite() error }).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "only" {
+		t.Fatalf("backend echoed %q, %v; want %q", got, err, "only")
 	}
 }

@@ -15,8 +15,8 @@ import (
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 
-// lazyConn is what Connect returns when the broker granted early data and the early
-// bytes went out on the control connection: the handoff-ready EVENT is not waited for in
+// lazyConn is what Connect returns when the broker granted early data, the early bytes
+// having gone out with the Hello on the control connection: the handoff-ready EVENT is not waited for in
 // Connect but settled by the first Read, Write or CloseWrite, which saves the caller one
 // wake-up (the EVENT and the backend's first reply usually arrive together).
 //

@@ -34,18 +34,23 @@ func WithHandoff() Option {
 	return func(o *options) { o.handoff = true; o.caps |= wire.CapHandlePassing }
 }
 
-// MaxEarlyData is the largest payload WithEarlyData sends ahead of the handoff-ready
-// EVENT; it fits a socket buffer, so writing it never blocks. Larger payloads are
-// written once the connection is established.
+// MaxEarlyData is the largest payload WithEarlyData sends with the Hello; with the Hello
+// it fits one socket buffer, so the write never blocks and is queued whole or not at all.
+// Larger payloads are written once the connection is established.
 const MaxEarlyData = 16 << 10
 
 // WithEarlyData has Connect send b as the first bytes of the data connection, exactly
-// once. With WithHandoff, Connect sets capability bit 1 (ours) and, when Negotiated
-// grants it with a token, writes b on the control connection right after Negotiated,
-// before the handoff-ready EVENT: the backend finds it buffered when it adopts the
-// socket, which saves a round trip. When the EVENT does not come, b goes to backend_pipe
-// instead (the backend writes the EVENT before it reads, so nobody read it). Without a
-// grant, b is written after adoption or on backend_pipe. Connect does not modify b.
+// once. With WithHandoff, Connect sets capability bit 1 (ours) and writes b in the same
+// write as the Hello; the broker reads exactly one frame, so b waits unread in the
+// control connection. Negotiated then either grants bit 1 with a token (the broker hands
+// off only to a backend proven to write the EVENT before it reads: it finds b buffered
+// when it adopts the socket, which saves a round trip; when the EVENT does not come,
+// nobody read b and it goes to backend_pipe) or issues no token, and b goes to
+// backend_pipe: our broker never hands off a bit-1 client without the grant. A v1 broker
+// ignores bit 1; should one issue a token anyway, b counts as delivered once the EVENT
+// arrives, and goes to backend_pipe otherwise (a v1 backend that adopted the connection
+// but whose EVENT never reached the client within the wait could then see b twice).
+// Without WithHandoff, b is written on backend_pipe. Connect does not modify b.
 func WithEarlyData(b []byte) Option { return func(o *options) { o.early = b } }
 
 // WithHandoffWait bounds the wait for the handoff-ready EVENT.
