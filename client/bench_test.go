@@ -22,15 +22,15 @@ import (
 //
 //	go test -run '^$' -bench HandoffVsReconnect -benchtime 1x ./client
 //
-// Three paths: A sends its byte as early data (WithEarlyData: written right after
-// Negotiated, before the EVENT); A0 is the handoff without early data (the byte is written
-// after the EVENT); B reconnects and writes the byte after connecting. Sub-benchmark "ext"
-// uses our extensions (the backend relays the EVENT, handoff connections are reused, the
-// broker grants early data); "v1" is the plain v1 exchange against the same backend (no
-// grant: A behaves like A0). Both run the broker's serve loop in this process, where its
-// handoff work competes with the client for the same Go scheduler; "ext-broker-process"
-// runs it as a separate process, as in production (the reference v1 figures are out of
-// process too).
+// Three paths: A sends its byte as early data (WithEarlyData: written with the Hello, in
+// the same write); A0 is the handoff without early data (the byte is written after the
+// EVENT); B reconnects and writes the byte after connecting. Sub-benchmark "ext" uses our
+// extensions (the backend relays the EVENT, handoff connections are reused, the broker
+// grants early data); "v1" is the plain v1 exchange against the same backend (no grant,
+// hence no token for A: it reconnects, its byte on backend_pipe). Both run the broker's
+// serve loop in this process, where its handoff work competes with the client for the
+// same Go scheduler; "ext-broker-process" runs it as a separate process, as in
+// production (the reference v1 figures are out of process too).
 func BenchmarkHandoffVsReconnect(b *testing.B) {
 	for _, bc := range []struct {
 		name      string
