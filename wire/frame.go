@@ -37,8 +37,10 @@ const (
 // CapHandlePassing is capability bit 0, the only defined bit.
 const CapHandlePassing uint64 = 0x1
 
-// CapEarlyData is capability bit 1, ours (not in v1; v1 peers ignore unknown bits): with
-// a handoff token, the client may write data before the handoff-ready EVENT arrives.
+// CapEarlyData is capability bit 1, ours (not in v1; v1 peers ignore unknown bits): the
+// client's first data bytes follow its Hello frame on the control connection, unread by
+// the broker; the broker grants the bit only with a handoff to a backend that writes the
+// handoff-ready EVENT before it reads, and otherwise issues no token at all.
 const CapEarlyData uint64 = 0x2
 
 // Typed framing failures, matchable with errors.Is.
