@@ -20,7 +20,7 @@ import (
 // gets no token at all (its data sits unread behind the Hello).
 func TestConnectEarlyData(t *testing.T) {
 	dir := handofftest.ShortDir(t)
-	modes := []string{handofftest.Echo, handofftest.Alternate, handofftest.NoAck}
+	modes := []string{handofftest.Echo, handofftest.Alternate, handofftest.NoAck, handofftest.V1}
 	bes := map[string]*handofftest.Backend{}
 	for _, m := range modes {
 		bes[m] = handofftest.Spawn(t, m, dir, -1)
@@ -42,7 +42,8 @@ func TestConnectEarlyData(t *testing.T) {
 	}{
 		{"granted and adopted", handofftest.Echo, false, handoff.Options{}, true, withEarly, true, true},
 		{"granted, backend declines: via backend_pipe", handofftest.Alternate, false, handoff.Options{}, true, withEarly, true, false},
-		{"nothing proven yet: no token, via backend_pipe", handofftest.Echo, false, handoff.Options{}, false, withEarly, false, false},
+		{"proven by the probe: granted on the first connection", handofftest.Echo, false, handoff.Options{}, false, withEarly, true, true},
+		{"v1 backend declines the probe: no token, via backend_pipe", handofftest.V1, false, handoff.Options{}, true, withEarly, false, false},
 		{"backend never acks: no token", handofftest.NoAck, false, handoff.Options{AckTimeout: 100 * time.Millisecond}, true, withEarly, false, false},
 		{"v1-only broker: no token", handofftest.Echo, false, handoff.Options{V1Only: true}, true, withEarly, false, false},
 		{"broker without handoff: via backend_pipe", handofftest.Echo, true, handoff.Options{}, false, withEarly, false, false},
@@ -58,6 +59,10 @@ func TestConnectEarlyData(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			d := b.rb.Dispatcher()
+			if tc.granted {
+				// Run probes its spares in the background.
+				waitUntil(t, "a proven spare", d.EarlyData)
+			}
 			if tc.prime {
 				c, _, err := client.Connect(ctx, b.path, service, version, client.WithHandoff())
 				if err != nil {

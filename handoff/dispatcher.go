@@ -6,7 +6,8 @@
 // Speed comes from keeping dials off the critical path: a Dispatcher keeps a few verified
 // spare connections to the backend's handoff endpoint, dialled ahead of demand by its own
 // Run goroutine. v1 backends expect one exchange per connection, so each spare serves one
-// handoff and is closed.
+// handoff and is closed. Run probes each fresh spare (probe.go), so that a backend with
+// our extensions is proven before any client arrives.
 package handoff
 
 import (
@@ -79,9 +80,12 @@ type Stats struct {
 	// sent; LateFailures those of them found declined or unanswered later, which then
 	// move from Handoffs to Failures.
 	Lazy, LateFailures uint64
-	Spares             int
-	Held               int // spares taken by Prepare, not yet handed off
-	Tokens             int
+	// Dials counts connections dialled to the endpoint; Probes the capability probes
+	// sent on fresh spares (probe.go).
+	Dials, Probes uint64
+	Spares        int
+	Held          int // spares taken by Prepare, not yet handed off
+	Tokens        int
 }
 
 // Dispatcher hands clients off to one backend endpoint. Run owns the spare pool; Issue
@@ -99,10 +103,13 @@ type Dispatcher struct {
 	lazy     atomic.Uint64
 	// lateFailures counts lazy handoffs found failed when their ack was read.
 	lateFailures atomic.Uint64
+	dials        atomic.Uint64
+	probes       atomic.Uint64
 
 	mu     sync.Mutex
 	pool   []spare
 	held   map[*Prepared]spare // taken ahead of Negotiated (prepare.go)
+	v1pids map[int]bool        // backends that answered a probe as v1 (probe.go)
 	closed bool
 }
 
@@ -183,7 +190,7 @@ func (d *Dispatcher) Stats() Stats {
 	n, held := len(d.pool), len(d.held)
 	d.mu.Unlock()
 	return Stats{Handoffs: d.handoffs.Load(), Failures: d.failures.Load(), Early: d.early.Load(),
-		Lazy: d.lazy.Load(), LateFailures: d.lateFailures.Load(), Spares: n, Held: held, Tokens: d.tok.outstanding()}
+		Lazy: d.lazy.Load(), LateFailures: d.lateFailures.Load(), Dials: d.dials.Load(), Probes: d.probes.Load(), Spares: n, Held: held, Tokens: d.tok.outstanding()}
 }
 
 // Run keeps the spare pool full until ctx is cancelled, then closes every spare.
@@ -248,11 +255,11 @@ func (d *Dispatcher) fill(ctx context.Context) error {
 		return nil // no verified backend: nothing may be dialled
 	}
 	for range missing {
-		c, pid, err := d.dial(ctx, expect)
+		s, err := d.dialSpare(ctx, expect)
 		if err != nil {
 			return err
 		}
-		if !d.put(spare{c: c, pid: pid, at: time.Now()}) {
+		if !d.put(s) {
 			return nil
 		}
 	}
@@ -402,6 +409,7 @@ func (d *Dispatcher) usable(s spare, expect int, now time.Time) bool {
 func (d *Dispatcher) dial(ctx context.Context, expect int) (*net.UnixConn, int, error) {
 	dctx, cancel := context.WithTimeout(ctx, d.o.DialTimeout)
 	defer cancel()
+	d.dials.Add(1)
 	var nd net.Dialer
 	c, err := nd.DialContext(dctx, "unix", d.o.Endpoint)
 	if err != nil {

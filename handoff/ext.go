@@ -15,6 +15,8 @@ import (
 // connection after the ack.
 // Ack field 16 (varint 1), relayed: the backend wrote the EVENT; the broker must not.
 // Ack field 17 (varint 1), reuse: the backend reads another exchange on this connection.
+// Offer and ack field 18 (varint 1), probe (probe.go): the broker asks, on a fresh spare
+// and without a client, what the backend would answer; an ext backend echoes it.
 //
 // What an ext ack proves, per connection (the broker remembers it on the spare):
 //   - reuse acked: the backend reads exactly the 16 token bytes, so the next exchange
@@ -34,6 +36,7 @@ import (
 const (
 	fieldRelay protowire.Number = 16
 	fieldReuse protowire.Number = 17
+	fieldProbe protowire.Number = 18
 )
 
 // Ext is what an offer asks or an ack answers beyond v1.
@@ -41,10 +44,11 @@ type Ext struct {
 	RelayConnID uint64 // offer only; 0 = the broker relays (v1)
 	Relayed     bool   // ack only
 	Reuse       bool
+	Probe       bool // a capability probe (probe.go), not a handoff
 }
 
 // setExt appends the extension fields to m's unknown fields.
-func setExt(m proto.Message, relay uint64, reuse bool) {
+func setExt(m proto.Message, relay uint64, reuse, probe bool) {
 	var b []byte
 	if relay != 0 {
 		b = protowire.AppendTag(b, fieldRelay, protowire.VarintType)
@@ -54,13 +58,17 @@ func setExt(m proto.Message, relay uint64, reuse bool) {
 		b = protowire.AppendTag(b, fieldReuse, protowire.VarintType)
 		b = protowire.AppendVarint(b, 1)
 	}
+	if probe {
+		b = protowire.AppendTag(b, fieldProbe, protowire.VarintType)
+		b = protowire.AppendVarint(b, 1)
+	}
 	if b != nil {
 		m.ProtoReflect().SetUnknown(b)
 	}
 }
 
 // getExt reads the extension fields from m's unknown fields; field 16 is returned raw.
-func getExt(m proto.Message) (relay uint64, reuse bool) {
+func getExt(m proto.Message) (relay uint64, reuse, probe bool) {
 	b := m.ProtoReflect().GetUnknown()
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
@@ -78,6 +86,8 @@ func getExt(m proto.Message) (relay uint64, reuse bool) {
 				relay = v
 			case fieldReuse:
 				reuse = v == 1
+			case fieldProbe:
+				probe = v == 1
 			}
 			b = b[m:]
 			continue

@@ -184,7 +184,8 @@ func TestHandoffFailures(t *testing.T) {
 	p := newPairs(t, dir)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			d := handoff.New(handoff.Options{Endpoint: c.endpoint, ExpectPID: c.expect, AckTimeout: 100 * time.Millisecond, Log: zerolog.Nop()})
+			// SyncAcks: a decline on a probed spare is returned, not counted later.
+			d := handoff.New(handoff.Options{Endpoint: c.endpoint, ExpectPID: c.expect, AckTimeout: 100 * time.Millisecond, SyncAcks: true, Log: zerolog.Nop()})
 			run(t, d)
 			tok := c.token(d)
 			bc, cc := p.pair()

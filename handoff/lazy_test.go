@@ -21,11 +21,12 @@ func TestHandoffLazyAckDeclined(t *testing.T) {
 	dir := handofftest.ShortDir(t)
 	be := handofftest.Start(t, handofftest.Alternate, dir, -1) // accepts, declines, accepts...
 	p := newPairs(t, dir)
-	d := handoff.New(handoff.Options{Endpoint: be.Handoff, ExpectPID: pidOf(be), Spares: 2, Log: zerolog.Nop()})
+	// One spare: step 3 finds no other proven spare once the decline is read.
+	d := handoff.New(handoff.Options{Endpoint: be.Handoff, ExpectPID: pidOf(be), Spares: 1, Log: zerolog.Nop()})
 	run(t, d)
-	waitSpares(t, d, 2)
+	waitSpares(t, d, 1)
 
-	// 1: synchronous on an unproven spare; proves it.
+	// 1: lazy at once: the probe proved the spare before any client.
 	bc, cc := p.pair()
 	tok := d.Issue()
 	if err := d.Handoff(context.Background(), bc, tok, 1, "svc", false); err != nil {
@@ -34,7 +35,7 @@ func TestHandoffLazyAckDeclined(t *testing.T) {
 	readRelay(t, cc, tok, 1)
 	echoRoundTrip(t, cc, "sync")
 	cc.Close()
-	if st := d.Stats(); st.Lazy != 0 || !d.EarlyData() {
+	if st := d.Stats(); st.Lazy != 1 || st.Probes != 1 || !d.EarlyData() {
 		t.Fatalf("after the first handoff: %+v, early data %v", st, d.EarlyData())
 	}
 
@@ -51,7 +52,7 @@ func TestHandoffLazyAckDeclined(t *testing.T) {
 		t.Fatalf("declined client got %q, %v; want EOF or reset, nothing read", b, err)
 	}
 	cc.Close()
-	if st := d.Stats(); st.Lazy != 1 {
+	if st := d.Stats(); st.Lazy != 2 {
 		t.Fatalf("not sent lazily: %+v", st)
 	}
 

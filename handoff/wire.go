@@ -36,7 +36,7 @@ func OfferFrame(token []byte, service string, correlationID uint64) ([]byte, err
 // OfferFrameExt is OfferFrame with our extensions (ext.go) appended after the v1 fields.
 func OfferFrameExt(token []byte, service string, correlationID uint64, ext Ext) ([]byte, error) {
 	o := &wirepb.HandoffOffer{Token: token, ServiceName: service, CorrelationId: correlationID}
-	setExt(o, ext.RelayConnID, ext.Reuse)
+	setExt(o, ext.RelayConnID, ext.Reuse, ext.Probe)
 	body, err := wire.Marshal(o)
 	if err != nil {
 		return nil, fmt.Errorf("encode HandoffOffer: %w", err)
@@ -57,8 +57,8 @@ func DecodeOfferExt(f *wirepb.Frame) (*wirepb.HandoffOffer, Ext, error) {
 	if err != nil {
 		return nil, Ext{}, err
 	}
-	relay, reuse := getExt(o)
-	return o, Ext{RelayConnID: relay, Reuse: reuse}, nil
+	relay, reuse, probe := getExt(o)
+	return o, Ext{RelayConnID: relay, Reuse: reuse, Probe: probe}, nil
 }
 
 func decodeOffer(f *wirepb.Frame) (*wirepb.HandoffOffer, error) {
@@ -81,13 +81,13 @@ func AckFrame(kind wirepb.FrameKind, requestID uint64, ack *wirepb.HandoffAck) (
 
 // AckFrameExt is AckFrame with the backend's extension answers (ext.go).
 func AckFrameExt(kind wirepb.FrameKind, requestID uint64, ack *wirepb.HandoffAck, ext Ext) ([]byte, error) {
-	if ext.Relayed || ext.Reuse {
+	if ext.Relayed || ext.Reuse || ext.Probe {
 		ack = proto.Clone(ack).(*wirepb.HandoffAck)
 		relay := uint64(0)
 		if ext.Relayed {
 			relay = 1
 		}
-		setExt(ack, relay, ext.Reuse)
+		setExt(ack, relay, ext.Reuse, ext.Probe)
 	}
 	payload, err := wire.Marshal(ack)
 	if err != nil {
@@ -109,11 +109,22 @@ func ParseAckExt(body []byte, kind wirepb.FrameKind, token []byte, correlationID
 	if err := parseAck(body, kind, token, correlationID, &ack); err != nil {
 		return Ext{}, err
 	}
-	relayed, reuse := getExt(&ack)
-	return Ext{Relayed: relayed == 1, Reuse: reuse}, nil
+	relayed, reuse, probe := getExt(&ack)
+	return Ext{Relayed: relayed == 1, Reuse: reuse, Probe: probe}, nil
 }
 
 func parseAck(body []byte, kind wirepb.FrameKind, token []byte, correlationID uint64, ack *wirepb.HandoffAck) error {
+	if err := decodeAck(body, kind, token, correlationID, ack); err != nil {
+		return err
+	}
+	if !ack.Accepted {
+		return fmt.Errorf("%w: %s", ErrNotAccepted, ack.ErrorDetail)
+	}
+	return nil
+}
+
+// decodeAck decodes an ack and checks all but accepted.
+func decodeAck(body []byte, kind wirepb.FrameKind, token []byte, correlationID uint64, ack *wirepb.HandoffAck) error {
 	var f wirepb.Frame
 	if err := proto.Unmarshal(body, &f); err != nil {
 		return fmt.Errorf("%w: frame: %w", ErrMalformedAck, err)
@@ -129,8 +140,6 @@ func parseAck(body []byte, kind wirepb.FrameKind, token []byte, correlationID ui
 		return ErrTokenMatch
 	case ack.CorrelationId != correlationID:
 		return fmt.Errorf("got %d, want %d: %w", ack.CorrelationId, correlationID, ErrCorrelation)
-	case !ack.Accepted:
-		return fmt.Errorf("%w: %s", ErrNotAccepted, ack.ErrorDetail)
 	}
 	return nil
 }

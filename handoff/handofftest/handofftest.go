@@ -22,7 +22,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/rpbroker/broker/handoff"
 	"github.com/rpbroker/broker/sdk/backend"
+	"github.com/rpbroker/broker/wire"
+	"github.com/rpbroker/broker/wire/wirepb"
 )
 
 // Child modes.
@@ -34,6 +37,11 @@ const (
 	Alternate = "alternate"
 	NoAck     = "noack" // sdk backend without handoff; a raw handoff listener that never acks
 	Peek      = "peek"  // only a raw handoff listener that reports anything it receives
+	// V1 is an sdk backend without handoff plus a raw handoff listener that follows v1
+	// to the letter and knows no extension: it reports "conn" per connection, declines a
+	// token without a descriptor ("nofd") and hangs up, and serves one handoff per
+	// connection with an echo.
+	V1 = "v1"
 )
 
 const (
@@ -66,7 +74,7 @@ func runChild(ctx context.Context, mode, ep, hep string) error {
 	case Alternate:
 		var n atomic.Int64
 		o.AcceptHandoff = func([]byte) bool { return n.Add(1)%2 == 1 }
-	case NoAck, Peek:
+	case NoAck, Peek, V1:
 		o.HandoffEndpoint = ""
 		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: hep, Net: "unix"})
 		if err != nil {
@@ -77,7 +85,11 @@ func runChild(ctx context.Context, mode, ep, hep string) error {
 		defer wg.Wait()
 		defer ln.Close()
 		context.AfterFunc(ctx, func() { ln.Close() })
-		wg.Go(func() { holdLoop(ln) })
+		if mode == V1 {
+			wg.Go(func() { v1Loop(ctx, ln) })
+		} else {
+			wg.Go(func() { holdLoop(ln) })
+		}
 		if mode == Peek {
 			<-ctx.Done()
 			return nil
@@ -132,6 +144,71 @@ func holdLoop(ln *net.UnixListener) {
 			}
 		}()
 	}
+}
+
+// v1Loop serves handoff connections as a strict v1 backend (one exchange each).
+func v1Loop(ctx context.Context, ln *net.UnixListener) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			return
+		}
+		os.Stderr.WriteString("conn\n")
+		wg.Go(func() {
+			client := v1Exchange(c)
+			c.Close()
+			if client != nil {
+				defer client.Close()
+				Echoer(ctx, client)
+			}
+		})
+	}
+}
+
+// v1Exchange receives one token (+ fd) and offer on c and acks it; it returns the
+// adopted client, nil when it declined.
+func v1Exchange(c *net.UnixConn) net.Conn {
+	tok := make([]byte, handoff.TokenLen)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := c.ReadMsgUnix(tok, oob)
+	if err != nil || n != len(tok) {
+		return nil
+	}
+	fd := -1
+	if msgs, _ := unix.ParseSocketControlMessage(oob[:oobn]); len(msgs) > 0 {
+		if fds, _ := unix.ParseUnixRights(&msgs[0]); len(fds) > 0 {
+			fd = fds[0]
+		}
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	f, err := wire.ReadFrame(c, wire.MaxHelloBody)
+	var offer *wirepb.HandoffOffer
+	if err == nil {
+		offer, err = handoff.DecodeOffer(f)
+	}
+	if err != nil {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return nil
+	}
+	ack := &wirepb.HandoffAck{Token: offer.Token, CorrelationId: offer.CorrelationId}
+	var client net.Conn
+	if fd < 0 {
+		os.Stderr.WriteString("nofd\n")
+		ack.ErrorDetail = "no descriptor"
+	} else {
+		file := os.NewFile(uintptr(fd), "client")
+		client, err = net.FileConn(file)
+		file.Close()
+		ack.Accepted = err == nil
+	}
+	if b, err := handoff.AckFrame(wirepb.FrameKind_RESPONSE, f.RequestId, ack); err == nil {
+		c.Write(b)
+	}
+	return client
 }
 
 // Echoer copies a connection back to itself until EOF or ctx ends.

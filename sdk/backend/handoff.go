@@ -66,6 +66,9 @@ func (s *Server) serveHandoff(ctx context.Context, c *net.UnixConn, h Handler, o
 			}
 			return
 		}
+		if client == nil {
+			continue // a capability probe, answered: the next exchange follows here
+		}
 		open.add(client)
 		serve := func() {
 			defer open.remove(client)
@@ -124,8 +127,13 @@ func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn) (net.Conn,
 	}
 	var answer handoff.Ext
 	ack := &wirepb.HandoffAck{Token: offer.Token, CorrelationId: offer.CorrelationId}
+	if ext.Probe && fd < 0 && isProbeToken(tok) && bytes.Equal(offer.Token, tok) {
+		return nil, true, nil, answerProbe(c, f.RequestId, ack, ext)
+	}
 	var client net.Conn
 	switch {
+	case ext.Probe:
+		ack.ErrorDetail = "malformed capability probe"
 	case len(tok) != handoff.TokenLen || fd < 0:
 		ack.ErrorDetail = "no 16-byte token with a descriptor"
 	case !bytes.Equal(offer.Token, tok):
@@ -181,6 +189,32 @@ func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn) (net.Conn,
 	}
 	c.SetDeadline(time.Time{}) // idle until the next exchange, however long
 	return client, answer.Reuse, nil, nil
+}
+
+// isProbeToken: a capability probe carries the all-zero token (and no descriptor).
+func isProbeToken(tok []byte) bool {
+	return len(tok) == handoff.TokenLen && bytes.Count(tok, []byte{0}) == handoff.TokenLen
+}
+
+// answerProbe answers a capability probe (handoff/probe.go): no client, so nothing is
+// accepted, no handler runs and no token is recorded; the answer says this backend
+// relays the EVENT and reads the next exchange on c, and echoes the probe so that a v1
+// decline cannot be taken for it.
+func answerProbe(c *net.UnixConn, requestID uint64, ack *wirepb.HandoffAck, ext handoff.Ext) error {
+	ack.ErrorDetail = "capability probe"
+	answer := handoff.Ext{Relayed: ext.RelayConnID != 0, Reuse: ext.Reuse, Probe: true}
+	b, err := handoff.AckFrameExt(wirepb.FrameKind_RESPONSE, requestID, ack, answer)
+	if err == nil {
+		_, err = c.Write(b)
+	}
+	if err != nil {
+		return fmt.Errorf("write probe answer: %w", err)
+	}
+	if !ext.Reuse {
+		return io.EOF // the broker sends nothing more here
+	}
+	c.SetDeadline(time.Time{}) // idle until the next exchange, however long
+	return nil
 }
 
 // relay writes the handoff-ready EVENT to the adopted client in one non-blocking write.

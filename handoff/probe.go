@@ -1,0 +1,116 @@
+package handoff
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/rpbroker/broker/wire"
+	"github.com/rpbroker/broker/wire/wirepb"
+)
+
+// Capability probe (ours): a spare is proven to relay without spending a client on it.
+// Run sends each fresh spare a probe: the 16-byte all-zero token WITHOUT a descriptor
+// (so no v1 backend can take it for a handoff), then an offer with relay, reuse and
+// probe (field 18) set. An ext backend answers accepted=false with relayed, reuse and
+// probe echoed and reads the next exchange on the same connection: the spare enters
+// the pool proven, and early data can be granted to the very first client. A v1
+// backend declines a token without a descriptor or hangs up; the broker then remembers
+// that pid as v1 and dials its spares plainly, without probing again.
+
+// maxProbeWait bounds the wait for a probe answer (a backend that never answers is v1).
+const maxProbeWait = time.Second
+
+// maxV1PIDs bounds the pids remembered as v1 when any peer of our uid is accepted.
+const maxV1PIDs = 64
+
+// probeRelayID is the relay connection id a probe offers; no client is behind it.
+const probeRelayID = 1
+
+// errNotExt: the backend did not answer the probe as an ext backend.
+var errNotExt = errors.New("backend did not answer the capability probe")
+
+// shouldProbe reports whether a fresh spare to pid is probed: not for v1 offers, and not
+// for a pid already found v1.
+func (d *Dispatcher) shouldProbe(pid int) bool {
+	if d.o.V1Only {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return !d.v1pids[pid]
+}
+
+// markV1 remembers that pid answered a probe as a v1 backend, forgetting other pids
+// when the verified pid is known (only its spares are ever dialled).
+func (d *Dispatcher) markV1(pid, expect int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.v1pids == nil || expect >= 0 || len(d.v1pids) >= maxV1PIDs {
+		d.v1pids = make(map[int]bool)
+	}
+	d.v1pids[pid] = true
+}
+
+// probe runs the capability exchange on a freshly dialled spare and returns what the
+// backend proved; on error the caller closes c.
+func (d *Dispatcher) probe(ctx context.Context, c *net.UnixConn) (Ext, error) {
+	d.probes.Add(1)
+	var tok [TokenLen]byte
+	offer, err := OfferFrameExt(tok[:], "", 0, Ext{RelayConnID: probeRelayID, Reuse: true, Probe: true})
+	if err != nil {
+		return Ext{}, err
+	}
+	c.SetDeadline(time.Now().Add(min(d.o.AckTimeout, maxProbeWait)))
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	// The token alone, as v1 sends it, then the offer.
+	if _, err := c.Write(tok[:]); err != nil {
+		return Ext{}, fmt.Errorf("probe: write token: %w", err)
+	}
+	if _, err := c.Write(offer); err != nil {
+		return Ext{}, fmt.Errorf("probe: write offer: %w", err)
+	}
+	body, err := wire.ReadFrameBody(c, maxControlBody)
+	if err != nil {
+		return Ext{}, fmt.Errorf("probe: read ack: %w: %w", errNotExt, err)
+	}
+	var ack wirepb.HandoffAck
+	if err := decodeAck(body, wirepb.FrameKind_RESPONSE, tok[:], 0, &ack); err != nil {
+		return Ext{}, fmt.Errorf("probe: %w: %w", errNotExt, err)
+	}
+	relayed, reuse, echoed := getExt(&ack)
+	if ack.Accepted || !echoed || relayed != 1 || !reuse {
+		return Ext{}, fmt.Errorf("probe: answered accepted=%v probe=%v relayed=%v reuse=%v: %w",
+			ack.Accepted, echoed, relayed == 1, reuse, errNotExt)
+	}
+	if !stop() {
+		return Ext{}, ctx.Err()
+	}
+	c.SetDeadline(time.Time{})
+	return Ext{Relayed: true, Reuse: true}, nil
+}
+
+// dialSpare dials a spare for the pool and, for a backend not known as v1, proves it by
+// a probe. A failed probe marks the pid v1 and dials once more, plainly.
+func (d *Dispatcher) dialSpare(ctx context.Context, expect int) (spare, error) {
+	c, pid, err := d.dial(ctx, expect)
+	if err != nil || !d.shouldProbe(pid) {
+		return spare{c: c, pid: pid, at: time.Now()}, err
+	}
+	ext, err := d.probe(ctx, c)
+	if err == nil {
+		return spare{c: c, pid: pid, at: time.Now(), ext: ext}, nil
+	}
+	c.Close()
+	if ctx.Err() != nil {
+		return spare{}, ctx.Err()
+	}
+	d.markV1(pid, expect)
+	d.o.Log.Info().Err(err).Int("pid", pid).Str("endpoint", d.o.Endpoint).
+		Msg("handoff backend is v1: no early data; its spares are not probed again")
+	c, pid, err = d.dial(ctx, expect)
+	return spare{c: c, pid: pid, at: time.Now()}, err
+}
