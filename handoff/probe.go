@@ -77,20 +77,33 @@ func (d *Dispatcher) probe(ctx context.Context, c *net.UnixConn) (Ext, error) {
 	if err != nil {
 		return Ext{}, fmt.Errorf("probe: read ack: %w: %w", errNotExt, err)
 	}
-	var ack wirepb.HandoffAck
-	if err := decodeAck(body, wirepb.FrameKind_RESPONSE, tok[:], 0, &ack); err != nil {
-		return Ext{}, fmt.Errorf("probe: %w: %w", errNotExt, err)
-	}
-	relayed, reuse, echoed := getExt(&ack)
-	if ack.Accepted || !echoed || relayed != 1 || !reuse {
-		return Ext{}, fmt.Errorf("probe: answered accepted=%v probe=%v relayed=%v reuse=%v: %w",
-			ack.Accepted, echoed, relayed == 1, reuse, errNotExt)
+	ext, err := ParseProbeAck(body)
+	if err != nil {
+		return Ext{}, fmt.Errorf("probe: %w", err)
 	}
 	if !stop() {
 		return Ext{}, ctx.Err()
 	}
 	c.SetDeadline(time.Time{})
-	return Ext{Relayed: true, Reuse: true}, nil
+	ext.Probe = false // what the spare proved, as an ack would have
+	return ext, nil
+}
+
+// ParseProbeAck decodes the answer to a capability probe; it succeeds only for an ext
+// backend's answer: declined, probe echoed, relayed and reuse set. Anything else (a v1
+// decline, an acceptance) is errNotExt.
+func ParseProbeAck(body []byte) (Ext, error) {
+	var tok [TokenLen]byte
+	var ack wirepb.HandoffAck
+	if err := decodeAck(body, wirepb.FrameKind_RESPONSE, tok[:], 0, &ack); err != nil {
+		return Ext{}, fmt.Errorf("%w: %w", errNotExt, err)
+	}
+	relayed, reuse, echoed := getExt(&ack)
+	if ack.Accepted || !echoed || relayed != 1 || !reuse {
+		return Ext{}, fmt.Errorf("answered accepted=%v probe=%v relayed=%v reuse=%v: %w",
+			ack.Accepted, echoed, relayed == 1, reuse, errNotExt)
+	}
+	return Ext{Relayed: true, Reuse: true, Probe: true}, nil
 }
 
 // dialSpare dials a spare for the pool and, for a backend not known as v1, proves it by

@@ -1,0 +1,97 @@
+package handoff_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/rpbroker/broker/handoff"
+	"github.com/rpbroker/broker/handoff/handofftest"
+)
+
+// Run proves fresh spares by a probe: against our SDK the very first client is granted
+// early data and handed off; a strict v1 backend declines the probe once, is never
+// probed again however many spares are dialled, never gets an early handoff, and still
+// takes plain ones. A V1Only dispatcher never probes.
+func TestHandoffProbe(t *testing.T) {
+	dir := handofftest.ShortDir(t)
+	echo := handofftest.Spawn(t, handofftest.Echo, dir, -1)
+	v1 := handofftest.Spawn(t, handofftest.V1, dir, -1)
+	echo.Ready(t)
+	v1.Ready(t)
+	p := newPairs(t, dir)
+	cases := []struct {
+		name   string
+		be     *handofftest.Backend
+		v1Only bool
+		early  bool // EarlyData() at once; the first handoff is early
+		probes uint64
+	}{
+		{"sdk backend: first client granted", echo, false, true, 1},
+		{"v1 backend: declined once, plain handoffs", v1, false, false, 1},
+		{"v1-only dispatcher: no probe", echo, true, false, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := handoff.New(handoff.Options{Endpoint: tc.be.Handoff, ExpectPID: pidOf(tc.be), Spares: 2, V1Only: tc.v1Only, Log: zerolog.Nop()})
+			run(t, d)
+			waitSpares(t, d, 2)
+			if got := d.EarlyData(); got != tc.early {
+				t.Fatalf("EarlyData() = %v with fresh spares, want %v", got, tc.early)
+			}
+			if !tc.early {
+				bc, cc := p.pair()
+				if err := d.Handoff(context.Background(), bc, d.Issue(), 1, "svc", true); !errors.Is(err, handoff.ErrNoRelaySpare) {
+					t.Fatalf("early handoff: %v, want ErrNoRelaySpare", err)
+				}
+				cc.Close()
+			}
+			for i := range 5 {
+				bc, cc := p.pair()
+				msg := "plain"
+				if tc.early {
+					msg = "early"
+					if _, err := cc.Write([]byte(msg)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				tok := d.Issue()
+				id := uint64(10 + i)
+				if err := d.Handoff(context.Background(), bc, tok, id, "svc", tc.early); err != nil {
+					t.Fatalf("handoff %d: %v", i, err)
+				}
+				readRelay(t, cc, tok, id)
+				if tc.early {
+					got := make([]byte, len(msg))
+					if _, err := io.ReadFull(cc, got); err != nil || string(got) != msg {
+						t.Fatalf("early data echoed %q, %v", got, err)
+					}
+				}
+				echoRoundTrip(t, cc, "after")
+				cc.Close()
+				waitSpares(t, d, 2) // v1 spares are used up: Run dials new ones
+			}
+			st := d.Stats()
+			// SDK spares are reused (one probe each, two dials); v1 ones are not.
+			wantProbes := tc.probes
+			if tc.early {
+				wantProbes = st.Dials
+			}
+			if st.Probes != wantProbes || st.Failures != map[bool]uint64{true: 0, false: 1}[tc.early] {
+				t.Fatalf("stats %+v, want %d probes", st, wantProbes)
+			}
+			if tc.be == v1 {
+				if st.Dials < 7 {
+					t.Fatalf("stats %+v: v1 spares serve one handoff each", st)
+				}
+				if n := strings.Count(v1.Stderr(), "nofd"); n != 1 {
+					t.Fatalf("v1 backend saw %d probes, want 1:\n%s", n, v1.Stderr())
+				}
+			}
+		})
+	}
+}
