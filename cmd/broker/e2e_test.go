@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -205,7 +206,7 @@ func TestAdminCommandExitCodes(t *testing.T) {
 		{[]string{"healthz", "--socket", e.sock("alpha")}, 0, "ok\n"},
 		{[]string{"readyz", "--socket", e.sock("alpha")}, 0, "ready\n"},
 		{[]string{"status", "--socket", e.sock("alpha")}, 0, "broker_instance: private:alpha\naccepting_hello: true\n"},
-		{[]string{"status", "--json", "-c", e.cfg, "--service", "alpha"}, 0, `"connections_open": 1`},
+		{[]string{"status", "--json", "-c", e.cfg, "--service", "alpha"}, 0, `"backend_pipe": "` + e.sock("backend") + `"`},
 		{[]string{"metrics", "--socket", e.sock("alpha")}, 0, "# EOF\n"},
 		{[]string{"nope", "--socket", e.sock("alpha")}, 2, ""},
 		{[]string{"status"}, 2, ""},
@@ -216,7 +217,20 @@ func TestAdminCommandExitCodes(t *testing.T) {
 			t.Errorf("admin %v: exit %d stdout %q stderr %q; want exit %d containing %q", tc.args, code, stdout.String(), stderr.String(), tc.code, tc.want)
 		}
 	}
+	// Real values: this very request is open while the broker answers it (earlier ones may
+	// not be counted closed yet), and the verified backend has a pid.
 	var stdout, stderr bytes.Buffer
+	runAdmin(context.Background(), []string{"status", "--json", "--socket", e.sock("alpha")}, &stdout, &stderr)
+	var st struct {
+		Open     int `json:"connections_open"`
+		Backends []struct {
+			PID int `json:"pid"`
+		} `json:"backends"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &st); err != nil || st.Open < 1 || len(st.Backends) != 1 || st.Backends[0].PID == 0 {
+		t.Errorf("status json: %v %+v", err, st)
+	}
+	stdout.Reset()
 	if code := runHello(context.Background(), []string{"--socket", e.sock("alpha"), "alpha", "1.0.0"}, &stdout, &stderr); code != 0 ||
 		!strings.Contains(stdout.String(), "negotiated: backend_pipe="+e.sock("backend")) {
 		t.Errorf("hello: exit %d %q %q", code, stdout.String(), stderr.String())
