@@ -67,6 +67,7 @@ func TestBadFixtures(t *testing.T) {
 			`service[1] "l".version: not allowed with mode = "launch" (registered only)`,
 			`service[1] "l".backend_endpoint: not allowed with mode = "launch" (registered only)`,
 			`service[1] "l".verify: not allowed with mode = "launch" (registered only)`,
+			`service[1] "l".handoff_endpoint: not allowed with mode = "launch" (registered only)`,
 		},
 		"names": {
 			`service[1] "ZCcache".name: "ZCcache" is not a valid service name`,

@@ -10,7 +10,9 @@ import (
 
 // Keys that only make sense in one mode.
 var (
-	registeredOnly = []string{"version", "backend_endpoint", "verify"}
+	// handoff_endpoint is registered-only: a launched backend gets no handoff socket from
+	// the v1 environment, so the broker would have nowhere verified to send fds.
+	registeredOnly = []string{"version", "backend_endpoint", "verify", "handoff_endpoint"}
 	launchOnly     = []string{"idle_timeout", "start_timeout"}
 )
 
