@@ -12,6 +12,7 @@ import (
 	"github.com/rpbroker/broker/client"
 	"github.com/rpbroker/broker/handoff"
 	"github.com/rpbroker/broker/handoff/handofftest"
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/wire"
 )
 
@@ -49,7 +50,7 @@ const (
 )
 
 func benchHandoff(b *testing.B, v1Only, child bool) {
-	be := handofftest.Start(b, handofftest.Echo, handofftest.ShortDir(b), -1)
+	be := handofftest.Start(b, handofftest.Echo, testutil.ShortDir(b), -1)
 	var ctl string
 	if child {
 		ctl = startBrokerProcess(b, be)

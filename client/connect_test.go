@@ -11,6 +11,7 @@ import (
 	"github.com/rpbroker/broker/client"
 	"github.com/rpbroker/broker/handoff"
 	"github.com/rpbroker/broker/handoff/handofftest"
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/serve"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
@@ -31,7 +32,7 @@ func roundTrip(t testing.TB, c net.Conn, msg string) {
 func connectedTo(c net.Conn) string { return c.RemoteAddr().String() }
 
 func TestConnect(t *testing.T) {
-	dir := handofftest.ShortDir(t)
+	dir := testutil.ShortDir(t)
 	echo := handofftest.Spawn(t, handofftest.Echo, dir, -1)
 	reject := handofftest.Spawn(t, handofftest.Reject, dir, -1)
 	echo.Ready(t)
@@ -89,7 +90,7 @@ func TestConnect(t *testing.T) {
 	// backend's EVENT write beats that client's close decides if it counts as a failure.
 	// A handoff sent without waiting for its ack (lazy) moves to Failures once the broker
 	// reads the decline.
-	waitUntil(t, "the opted-in handoff counted", func() bool {
+	testutil.WaitFor(t, "the opted-in handoff counted", func() bool {
 		st := on.rb.Dispatcher().Stats()
 		return st.Handoffs >= 1 && st.Handoffs+st.Failures == 2
 	})
@@ -98,7 +99,7 @@ func TestConnect(t *testing.T) {
 // A backend that never acks: the client falls back after the broker's ack deadline, and
 // the broker keeps serving other clients in the meantime.
 func TestConnectNoAck(t *testing.T) {
-	be := handofftest.Start(t, handofftest.NoAck, handofftest.ShortDir(t), -1)
+	be := handofftest.Start(t, handofftest.NoAck, testutil.ShortDir(t), -1)
 	b := startBroker(t, be, brokerOpts{handoff: true, ho: handoff.Options{AckTimeout: 500 * time.Millisecond}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -114,7 +115,7 @@ func TestConnectNoAck(t *testing.T) {
 		c, _, err := client.Connect(ctx, b.path, service, version, client.WithHandoff())
 		slow <- result{c, err, time.Since(start)}
 	}()
-	waitUntil(t, "handoff in flight", func() bool { return b.hellos.n.Load() == 1 })
+	testutil.WaitFor(t, "handoff in flight", func() bool { return b.hellos.n.Load() == 1 })
 	for range 5 {
 		c, _, err := client.Connect(ctx, b.path, service, version)
 		if err != nil {
@@ -137,14 +138,14 @@ func TestConnectNoAck(t *testing.T) {
 		t.Fatalf("others done after %v, fallback after %v: want others first and a fallback near the 500ms ack deadline", others, r.at)
 	}
 	// The broker closes the client's socket before it counts the failure.
-	waitUntil(t, "failure counted", func() bool { return b.rb.Dispatcher().Stats().Failures == 1 })
+	testutil.WaitFor(t, "failure counted", func() bool { return b.rb.Dispatcher().Stats().Failures == 1 })
 	if st := b.rb.Dispatcher().Stats(); st.Failures != 1 || st.Handoffs != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }
 
 func TestConnectCache(t *testing.T) {
-	be := handofftest.Start(t, handofftest.Echo, handofftest.ShortDir(t), -1)
+	be := handofftest.Start(t, handofftest.Echo, testutil.ShortDir(t), -1)
 	b := startBroker(t, be, brokerOpts{})
 	var cache client.Cache
 	ctx := context.Background()
@@ -165,21 +166,21 @@ func TestConnectCache(t *testing.T) {
 	// The backend goes away: the direct dial fails, Connect asks the broker again.
 	be.Cmd.Process.Kill()
 	be.Cmd.Process.Wait()
-	waitUntil(t, "backend seen dead", func() bool { return b.rb.Current() == nil })
+	testutil.WaitFor(t, "backend seen dead", func() bool { return b.rb.Current() == nil })
 	_, _, err := client.Connect(ctx, b.path, service, version, client.WithCache(&cache))
 	var re *client.RefusedError
 	if !errors.As(err, &re) || re.Code != wirepb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED {
 		t.Fatalf("error %v, want the broker's refusal", err)
 	}
 	// The broker counts a Hello once its reply is written: the client may be first.
-	waitUntil(t, "second Hello counted", func() bool { return b.hellos.n.Load() >= 2 })
+	testutil.WaitFor(t, "second Hello counted", func() bool { return b.hellos.n.Load() >= 2 })
 	if b.hellos.n.Load() != 2 || cache.Len() != 0 {
 		t.Fatalf("%d Hellos, cache %d entries", b.hellos.n.Load(), cache.Len())
 	}
 }
 
 func TestConnectRetry(t *testing.T) {
-	be := handofftest.Start(t, handofftest.Echo, handofftest.ShortDir(t), -1)
+	be := handofftest.Start(t, handofftest.Echo, testutil.ShortDir(t), -1)
 	// One Hello per 300 ms per pid: the second Connect is RATE_LIMITED with retry_after.
 	b := startBroker(t, be, brokerOpts{limiter: serve.NewRateLimiter(1, 300*time.Millisecond, nil)})
 	ctx := context.Background()

@@ -10,6 +10,7 @@ import (
 	"github.com/rpbroker/broker/client"
 	"github.com/rpbroker/broker/handoff"
 	"github.com/rpbroker/broker/handoff/handofftest"
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/wire"
 )
 
@@ -19,7 +20,7 @@ import (
 // once the backend has proven it relays the EVENT; a bit-1 client that is not granted it
 // gets no token at all (its data sits unread behind the Hello).
 func TestConnectEarlyData(t *testing.T) {
-	dir := handofftest.ShortDir(t)
+	dir := testutil.ShortDir(t)
 	modes := []string{handofftest.Echo, handofftest.Alternate, handofftest.NoAck, handofftest.V1}
 	bes := map[string]*handofftest.Backend{}
 	for _, m := range modes {
@@ -61,7 +62,7 @@ func TestConnectEarlyData(t *testing.T) {
 			d := b.rb.Dispatcher()
 			if tc.granted {
 				// Run probes its spares in the background.
-				waitUntil(t, "a proven spare", d.EarlyData)
+				testutil.WaitFor(t, "a proven spare", d.EarlyData)
 			}
 			if tc.prime {
 				c, _, err := client.Connect(ctx, b.path, service, version, client.WithHandoff())
@@ -70,7 +71,7 @@ func TestConnectEarlyData(t *testing.T) {
 				}
 				roundTrip(t, c, "prime")
 				c.Close()
-				waitUntil(t, "priming handoff done", func() bool { st := d.Stats(); return st.Handoffs+st.Failures == 1 })
+				testutil.WaitFor(t, "priming handoff done", func() bool { st := d.Stats(); return st.Handoffs+st.Failures == 1 })
 			}
 			c, n, err := client.Connect(ctx, b.path, service, version, tc.opts...)
 			if err != nil {
@@ -107,7 +108,7 @@ func TestConnectEarlyData(t *testing.T) {
 			}
 			if tc.granted && !tc.adopted {
 				// The decline may be read lazily, on Run's next pass.
-				waitUntil(t, "decline counted", func() bool { return d.Stats().Failures == 1 })
+				testutil.WaitFor(t, "decline counted", func() bool { return d.Stats().Failures == 1 })
 			}
 			if st := d.Stats(); tc.granted != (st.Early == 1) || (tc.granted && !tc.adopted && st.Failures != 1) {
 				t.Fatalf("stats %+v", st)
@@ -119,7 +120,7 @@ func TestConnectEarlyData(t *testing.T) {
 // A refused Hello returns the refusal; the early data behind it was never read, so
 // nothing reached the backend and the next connection sees only its own bytes.
 func TestConnectEarlyDataRefused(t *testing.T) {
-	be := handofftest.Start(t, handofftest.Echo, handofftest.ShortDir(t), -1)
+	be := handofftest.Start(t, handofftest.Echo, testutil.ShortDir(t), -1)
 	b := startBroker(t, be, brokerOpts{handoff: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -12,12 +12,13 @@ import (
 	"github.com/rpbroker/broker/client"
 	"github.com/rpbroker/broker/handoff"
 	"github.com/rpbroker/broker/handoff/handofftest"
+	"github.com/rpbroker/broker/internal/testutil"
 )
 
 // The broker (this process) must not leak a descriptor on any handoff path: 1,000
 // handoffs, accepted, declined by the backend and timed out for lack of an ack.
 func TestHandoffFDsStable(t *testing.T) {
-	dir := handofftest.ShortDir(t)
+	dir := testutil.ShortDir(t)
 	bes := []*handofftest.Backend{
 		handofftest.Spawn(t, handofftest.Echo, dir, -1),
 		handofftest.Spawn(t, handofftest.Reject, dir, -1),
@@ -32,7 +33,7 @@ func TestHandoffFDsStable(t *testing.T) {
 	settle := func() int {
 		for _, b := range brokers {
 			d := b.rb.Dispatcher()
-			waitUntil(t, "pool refilled", func() bool { return d.Stats().Spares == handoff.DefaultSpares })
+			testutil.WaitFor(t, "pool refilled", func() bool { return d.Stats().Spares == handoff.DefaultSpares })
 		}
 		return handofftest.OpenFDs(t)
 	}

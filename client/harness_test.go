@@ -20,6 +20,7 @@ import (
 	"github.com/rpbroker/broker/client"
 	"github.com/rpbroker/broker/handoff"
 	"github.com/rpbroker/broker/handoff/handofftest"
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/registered"
 	"github.com/rpbroker/broker/registry"
 	"github.com/rpbroker/broker/serve"
@@ -69,7 +70,7 @@ type brokerOpts struct {
 
 func startBroker(t testing.TB, be *handofftest.Backend, o brokerOpts) *broker {
 	t.Helper()
-	dir := handofftest.ShortDir(t)
+	dir := testutil.ShortDir(t)
 	path := filepath.Join(dir, "ctl.sock")
 	hep := ""
 	if o.handoff {
@@ -86,9 +87,9 @@ func startBroker(t testing.TB, be *handofftest.Backend, o brokerOpts) *broker {
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
 	b := &broker{path: path, rb: rb, hellos: h}
-	waitUntil(t, "backend verified", func() bool { return rb.Current() != nil })
+	testutil.WaitFor(t, "backend verified", func() bool { return rb.Current() != nil })
 	if d := rb.Dispatcher(); d != nil && o.handoff {
-		waitUntil(t, "spares dialled", func() bool { return d.Stats().Spares > 0 })
+		testutil.WaitFor(t, "spares dialled", func() bool { return d.Stats().Spares > 0 })
 	}
 	return b
 }
@@ -146,7 +147,7 @@ func maybeBrokerChild() {
 // until a handoff through it succeeds.
 func startBrokerProcess(t testing.TB, be *handofftest.Backend) string {
 	t.Helper()
-	path := filepath.Join(handofftest.ShortDir(t), "ctl.sock")
+	path := filepath.Join(testutil.ShortDir(t), "ctl.sock")
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +162,7 @@ func startBrokerProcess(t testing.TB, be *handofftest.Backend) string {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	})
-	waitUntil(t, "broker process hands off", func() bool {
+	testutil.WaitFor(t, "broker process hands off", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		c, _, err := client.Connect(ctx, path, service, version, client.WithHandoff())
@@ -172,15 +173,4 @@ func startBrokerProcess(t testing.TB, be *handofftest.Backend) string {
 		return connectedTo(c) == path
 	})
 	return path
-}
-
-func waitUntil(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }

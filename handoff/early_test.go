@@ -11,6 +11,7 @@ import (
 
 	"github.com/rpbroker/broker/handoff"
 	"github.com/rpbroker/broker/handoff/handofftest"
+	"github.com/rpbroker/broker/internal/testutil"
 )
 
 // Early data is granted only once a spare has proven, by its probe answer, that the
@@ -18,7 +19,7 @@ import (
 // EVENT exactly once, behind the EVENT. Without a proven spare, an early handoff fails
 // before any fd leaves and the client sees its connection end.
 func TestHandoffEarlyData(t *testing.T) {
-	dir := handofftest.ShortDir(t)
+	dir := testutil.ShortDir(t)
 	echo := handofftest.Spawn(t, handofftest.Echo, dir, -1)
 	noack := handofftest.Spawn(t, handofftest.NoAck, dir, -1)
 	echo.Ready(t)

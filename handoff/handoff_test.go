@@ -18,6 +18,7 @@ import (
 
 	"github.com/rpbroker/broker/handoff"
 	"github.com/rpbroker/broker/handoff/handofftest"
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
@@ -105,7 +106,7 @@ func echoRoundTrip(t testing.TB, c net.Conn, msg string) {
 // Both the plain v1 exchange and our extensions (the backend relays the EVENT and keeps
 // the connection) end with the client served on the socket it already had.
 func TestHandoffAdopted(t *testing.T) {
-	dir := handofftest.ShortDir(t)
+	dir := testutil.ShortDir(t)
 	be := handofftest.Start(t, handofftest.Echo, dir, -1)
 	p := newPairs(t, dir)
 	for _, v1 := range []bool{true, false} {
@@ -137,14 +138,14 @@ func TestHandoffAdopted(t *testing.T) {
 // Every failure is silent for the client: no relay, its connection simply ends (EOF)
 // once the broker's copy is closed; and nothing ever reaches an unverified peer.
 func TestHandoffFailures(t *testing.T) {
-	dir := handofftest.ShortDir(t)
+	dir := testutil.ShortDir(t)
 	echo := handofftest.Spawn(t, handofftest.Echo, dir, -1)
 	reject := handofftest.Spawn(t, handofftest.Reject, dir, -1)
 	noack := handofftest.Spawn(t, handofftest.NoAck, dir, -1)
 	peek := handofftest.Spawn(t, handofftest.Peek, dir, -1)
 	var foreign *handofftest.Backend
 	if os.Geteuid() == 0 {
-		foreign = handofftest.Spawn(t, handofftest.Peek, handofftest.ShortDir(t), 65534)
+		foreign = handofftest.Spawn(t, handofftest.Peek, testutil.ShortDir(t), 65534)
 	}
 	for _, b := range []*handofftest.Backend{echo, reject, noack, peek} {
 		b.Ready(t)
@@ -165,7 +166,7 @@ func TestHandoffFailures(t *testing.T) {
 		{"short token", echo.Handoff, pidOf(echo), func(*handoff.Dispatcher) []byte { return []byte{1} }, handoff.ErrToken, nil},
 		{"token replayed", echo.Handoff, pidOf(echo), func(d *handoff.Dispatcher) []byte {
 			tok := d.Issue()
-			p := newPairs(t, handofftest.ShortDir(t))
+			p := newPairs(t, testutil.ShortDir(t))
 			bc, cc := p.pair()
 			defer cc.Close()
 			if err := d.Handoff(context.Background(), bc, tok, 1, "svc", false); err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rpbroker/broker/handoff"
 	"github.com/rpbroker/broker/handoff/handofftest"
+	"github.com/rpbroker/broker/internal/testutil"
 )
 
 // On a spare proven to relay and reuse, the broker sends without waiting for the ack.
@@ -18,7 +19,7 @@ import (
 // EOF and falls back by itself); the broker counts the decline when it next takes that
 // spare, and never offers on it again.
 func TestHandoffLazyAckDeclined(t *testing.T) {
-	dir := handofftest.ShortDir(t)
+	dir := testutil.ShortDir(t)
 	be := handofftest.Start(t, handofftest.Alternate, dir, -1) // accepts, declines, accepts...
 	p := newPairs(t, dir)
 	// One spare: step 3 finds no other proven spare once the decline is read.

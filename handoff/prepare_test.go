@@ -9,12 +9,13 @@ import (
 
 	"github.com/rpbroker/broker/handoff"
 	"github.com/rpbroker/broker/handoff/handofftest"
+	"github.com/rpbroker/broker/internal/testutil"
 )
 
 // A prepared handoff uses the spare taken before Negotiated; one that is never handed
 // off (the Negotiated write failed) gives its spare back to the pool.
 func TestHandoffPrepared(t *testing.T) {
-	dir := handofftest.ShortDir(t)
+	dir := testutil.ShortDir(t)
 	be := handofftest.Start(t, handofftest.Echo, dir, -1)
 	p := newPairs(t, dir)
 	d := handoff.New(handoff.Options{Endpoint: be.Handoff, ExpectPID: pidOf(be), Spares: 2, Log: zerolog.Nop()})

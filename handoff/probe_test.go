@@ -11,6 +11,7 @@ import (
 
 	"github.com/rpbroker/broker/handoff"
 	"github.com/rpbroker/broker/handoff/handofftest"
+	"github.com/rpbroker/broker/internal/testutil"
 )
 
 // Run proves fresh spares by a probe: against our SDK the very first client is granted
@@ -18,7 +19,7 @@ import (
 // probed again however many spares are dialled, never gets an early handoff, and still
 // takes plain ones. A V1Only dispatcher never probes.
 func TestHandoffProbe(t *testing.T) {
-	dir := handofftest.ShortDir(t)
+	dir := testutil.ShortDir(t)
 	echo := handofftest.Spawn(t, handofftest.Echo, dir, -1)
 	v1 := handofftest.Spawn(t, handofftest.V1, dir, -1)
 	echo.Ready(t)

@@ -4,7 +4,6 @@
 package handofftest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -23,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/rpbroker/broker/handoff"
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/sdk/backend"
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
@@ -223,7 +223,7 @@ type Backend struct {
 	Cmd      *exec.Cmd
 	Endpoint string // "" in Peek mode
 	Handoff  string
-	stderr   *syncBuffer
+	stderr   *testutil.SyncBuffer
 }
 
 // PID of the child.
@@ -249,7 +249,7 @@ func Spawn(t testing.TB, mode, dir string, uid int) *Backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &Backend{Handoff: filepath.Join(dir, mode+"-h.sock"), stderr: &syncBuffer{}}
+	b := &Backend{Handoff: filepath.Join(dir, mode+"-h.sock"), stderr: &testutil.SyncBuffer{}}
 	if mode != Peek {
 		b.Endpoint = filepath.Join(dir, mode+"-be.sock")
 	}
@@ -260,7 +260,7 @@ func Spawn(t testing.TB, mode, dir string, uid int) *Backend {
 			t.Fatal(err)
 		}
 		bin := filepath.Join(dir, "backend-"+strconv.Itoa(uid))
-		copyExe(t, exe, bin)
+		testutil.CopyFile(t, exe, bin, 0o755)
 		cmd = exec.Command(bin)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
 	}
@@ -311,28 +311,6 @@ func waitDial(t testing.TB, ep string, b *Backend) {
 	}
 }
 
-func copyExe(t testing.TB, src, dst string) {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// ShortDir is a socket directory short enough for sun_path, removed at cleanup.
-func ShortDir(t testing.TB) string {
-	t.Helper()
-	d, err := os.MkdirTemp("/tmp", "rpbh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
 // OpenFDs counts this process's open descriptors.
 func OpenFDs(t testing.TB) int {
 	t.Helper()
@@ -341,21 +319,4 @@ func OpenFDs(t testing.TB) int {
 		t.Fatal(err)
 	}
 	return len(ents) - 1 // the directory being read
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
