@@ -25,8 +25,7 @@ import (
 //	go test -run '^$' -bench HelloVsFloor -benchtime 20000x ./supervisor
 func BenchmarkHelloVsFloor(b *testing.B) {
 	e := newEnv(b)
-	be := filepath.Join(e.dir, "be.sock")
-	startBackend(b, be)
+	be, _ := startBackend(b, e.dir)
 	e.writeConfig(registeredService("bench", "1.0.0", be, e.sock("bench")))
 	e.start()
 	testutil.WaitFor(b, "bench to negotiate", negotiates(e.sock("bench"), "bench", "1.0.0"))

@@ -11,31 +11,23 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/rpbroker/broker/handoff/handofftest"
 	"github.com/rpbroker/broker/sdk/backend"
 )
 
-// envEchoBackend makes the test binary act as a registered echo backend at that path, so
-// tests get a real separate backend process without a build step.
-const envEchoBackend = "SUPERVISOR_TEST_ECHO_BACKEND"
-
 func TestMain(m *testing.M) {
-	if ep := os.Getenv(envEchoBackend); ep != "" {
-		os.Exit(runEchoBackend(ep))
-	}
-	if os.Getenv(backend.EnvServiceName) != "" { // launched by the broker under test
+	// The test binary is also the backends: registered ones (startBackend) and the ones
+	// the broker under test launches.
+	handofftest.MaybeChild()
+	if os.Getenv(backend.EnvServiceName) != "" {
 		os.Exit(runLaunchedBackend())
 	}
 	goleak.VerifyTestMain(m)
 }
 
-func runEchoBackend(endpoint string) int {
-	srv, err := backend.New(backend.Options{Endpoint: endpoint})
-	return serveEcho(srv, err)
-}
-
-func runLaunchedBackend() int { return serveEcho(backend.FromEnv()) }
-
-func serveEcho(srv *backend.Server, err error) int {
+// runLaunchedBackend serves as the backend the broker under test launched.
+func runLaunchedBackend() int {
+	srv, err := backend.FromEnv()
 	if err != nil {
 		return 1
 	}

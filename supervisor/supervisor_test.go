@@ -20,6 +20,7 @@ import (
 	"github.com/rpbroker/broker/client"
 	"github.com/rpbroker/broker/config"
 	"github.com/rpbroker/broker/events"
+	"github.com/rpbroker/broker/handoff/handofftest"
 	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/servicedef"
 	"github.com/rpbroker/broker/wire/wirepb"
@@ -121,26 +122,12 @@ func (r *running) shutdown(t testing.TB) {
 	}
 }
 
-// startBackend runs the test binary as a separate echo backend process at endpoint.
-func startBackend(t testing.TB, endpoint string) *exec.Cmd {
+// startBackend runs the test binary as a separate echo backend process with its socket
+// in dir (the same path every time for the same dir) and returns that endpoint.
+func startBackend(t testing.TB, dir string) (string, *exec.Cmd) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envEchoBackend+"="+endpoint)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	})
-	testutil.WaitFor(t, "backend to listen", func() bool {
-		c, err := net.Dial("unix", endpoint)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	return cmd
+	b := handofftest.Start(t, handofftest.Echo, dir, -1)
+	return b.Endpoint, b.Cmd
 }
 
 func hello(socket, service, version string) (*wirepb.Negotiated, error) {
@@ -174,8 +161,7 @@ func inode(t *testing.T, path string) uint64 {
 
 func TestReloadAppliesOnlyWhatChanged(t *testing.T) {
 	e := newEnv(t)
-	be := filepath.Join(e.dir, "be.sock")
-	startBackend(t, be)
+	be, _ := startBackend(t, e.dir)
 	e.writeConfig(registeredService("keep", "1.0.0", be, e.sock("keep")) +
 		registeredService("gone", "1.0.0", be, e.sock("gone")) +
 		registeredService("edit", "1.0.0", be, e.sock("edit")))
@@ -248,8 +234,7 @@ func TestReloadAppliesOnlyWhatChanged(t *testing.T) {
 
 func TestInvalidReloadKeepsRunningConfig(t *testing.T) {
 	e := newEnv(t)
-	be := filepath.Join(e.dir, "be.sock")
-	startBackend(t, be)
+	be, _ := startBackend(t, e.dir)
 	e.writeConfig(registeredService("svc", "1.0.0", be, e.sock("svc")))
 	r := e.start()
 	testutil.WaitFor(t, "svc to negotiate", negotiates(e.sock("svc"), "svc", "1.0.0"))
@@ -270,8 +255,7 @@ func TestInvalidReloadKeepsRunningConfig(t *testing.T) {
 
 func TestBackendDeathAndReturn(t *testing.T) {
 	e := newEnv(t)
-	be := filepath.Join(e.dir, "be.sock")
-	cmd := startBackend(t, be)
+	be, cmd := startBackend(t, e.dir)
 	e.writeConfig(registeredService("svc", "1.0.0", be, e.sock("svc")))
 	e.start()
 	testutil.WaitFor(t, "svc to negotiate", negotiates(e.sock("svc"), "svc", "1.0.0"))
@@ -285,14 +269,13 @@ func TestBackendDeathAndReturn(t *testing.T) {
 		t.Fatalf("dead backend: %v", err)
 	}
 	os.Remove(be)
-	startBackend(t, be)
+	startBackend(t, e.dir)
 	testutil.WaitFor(t, "svc to negotiate with the new backend", negotiates(e.sock("svc"), "svc", "1.0.0"))
 }
 
 func TestServicedefDroppedInIsSeenByNextHello(t *testing.T) {
 	e := newEnv(t)
-	be := filepath.Join(e.dir, "be.sock")
-	startBackend(t, be)
+	be, _ := startBackend(t, e.dir)
 	e.writeConfig(registeredService("svc", "1.0.0", be, e.sock("svc")))
 	e.start()
 	testutil.WaitFor(t, "svc to negotiate", negotiates(e.sock("svc"), "svc", "1.0.0"))
@@ -330,8 +313,7 @@ func TestServicedefDroppedInIsSeenByNextHello(t *testing.T) {
 
 func TestBindFailureDoesNotStopOtherServices(t *testing.T) {
 	e := newEnv(t)
-	be := filepath.Join(e.dir, "be.sock")
-	startBackend(t, be)
+	be, _ := startBackend(t, e.dir)
 	blocked := e.sock("blocked")
 	if err := os.WriteFile(blocked, []byte("not a socket"), 0o600); err != nil {
 		t.Fatal(err)
@@ -346,8 +328,7 @@ func TestBindFailureDoesNotStopOtherServices(t *testing.T) {
 
 func TestShutdownRemovesSocketsAndRefusesDuringDrain(t *testing.T) {
 	e := newEnv(t)
-	be := filepath.Join(e.dir, "be.sock")
-	startBackend(t, be)
+	be, _ := startBackend(t, e.dir)
 	e.writeConfig(registeredService("svc", "1.0.0", be, e.sock("svc")))
 	r := e.start()
 	testutil.WaitFor(t, "svc to negotiate", negotiates(e.sock("svc"), "svc", "1.0.0"))

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rpbroker/broker/client"
+	"github.com/rpbroker/broker/handoff/handofftest"
 	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
@@ -44,7 +45,7 @@ func (e *e2e) writeConfig(extra string, services ...string) {
 		filepath.Join(e.dir, "defs"), e.dir, extra)
 	for _, s := range services {
 		body += fmt.Sprintf("\n[[service]]\nname = %q\nmode = \"registered\"\nversion = \"1.0.0\"\nbackend_endpoint = %q\nsocket = %q\n",
-			s, e.sock("backend"), e.sock(s))
+			s, e.backend(), e.sock(s))
 	}
 	tmp := e.cfg + ".tmp"
 	if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
@@ -72,11 +73,16 @@ func startProcess(t *testing.T, env []string, args ...string) (*exec.Cmd, *testu
 	return cmd, out
 }
 
+// startBackend runs the test binary as a separate echo backend listening at e.backend().
 func (e *e2e) startBackend() {
 	e.t.Helper()
-	startProcess(e.t, []string{envRunBackend + "=" + e.sock("backend")}, "-test.run=^$")
-	testutil.WaitFor(e.t, "backend to listen", func() bool { return dialable(e.sock("backend")) })
+	if ep := handofftest.Start(e.t, handofftest.Echo, e.dir, -1).Endpoint; ep != e.backend() {
+		e.t.Fatalf("backend listens on %s, config names %s", ep, e.backend())
+	}
 }
+
+// backend is where the echo backend listens (handofftest names it after its mode).
+func (e *e2e) backend() string { return filepath.Join(e.dir, handofftest.Echo+"-be.sock") }
 
 func (e *e2e) startBroker() (*exec.Cmd, *testutil.SyncBuffer) {
 	e.t.Helper()
@@ -206,7 +212,7 @@ func TestAdminCommandExitCodes(t *testing.T) {
 		{[]string{"healthz", "--socket", e.sock("alpha")}, 0, "ok\n"},
 		{[]string{"readyz", "--socket", e.sock("alpha")}, 0, "ready\n"},
 		{[]string{"status", "--socket", e.sock("alpha")}, 0, "broker_instance: private:alpha\naccepting_hello: true\n"},
-		{[]string{"status", "--json", "-c", e.cfg, "--service", "alpha"}, 0, `"backend_pipe": "` + e.sock("backend") + `"`},
+		{[]string{"status", "--json", "-c", e.cfg, "--service", "alpha"}, 0, `"backend_pipe": "` + e.backend() + `"`},
 		{[]string{"metrics", "--socket", e.sock("alpha")}, 0, "# EOF\n"},
 		{[]string{"nope", "--socket", e.sock("alpha")}, 2, ""},
 		{[]string{"status"}, 2, ""},
@@ -232,7 +238,7 @@ func TestAdminCommandExitCodes(t *testing.T) {
 	}
 	stdout.Reset()
 	if code := runHello(context.Background(), []string{"--socket", e.sock("alpha"), "alpha", "1.0.0"}, &stdout, &stderr); code != 0 ||
-		!strings.Contains(stdout.String(), "negotiated: backend_pipe="+e.sock("backend")) {
+		!strings.Contains(stdout.String(), "negotiated: backend_pipe="+e.backend()) {
 		t.Errorf("hello: exit %d %q %q", code, stdout.String(), stderr.String())
 	}
 	stdout.Reset()
