@@ -143,9 +143,7 @@ func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn) (net.Conn,
 	case s.opts.AcceptHandoff != nil && !s.opts.AcceptHandoff(tok):
 		ack.ErrorDetail = "declined by backend"
 	default:
-		file := os.NewFile(uintptr(fd), "handoff-client")
-		client, err = net.FileConn(file) // dups; the original is closed here
-		file.Close()
+		client, err = adoptClient(fd)
 		fd = -1
 		switch {
 		case err != nil:
@@ -318,4 +316,35 @@ func (t *tokenSet) add(tok []byte) bool {
 	t.ring[t.next] = k
 	t.next = (t.next + 1) % seenTokens
 	return true
+}
+
+// adoptClient wraps a received client socket without net.FileConn's dup and address lookups:
+// os.NewFile registers a non-blocking descriptor with the runtime poller directly, so
+// reads, writes and deadlines behave as on a net.Conn. The fd is owned by the result.
+func adoptClient(fd int) (net.Conn, error) {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("set non-blocking: %w", err)
+	}
+	return adoptedConn{os.NewFile(uintptr(fd), "handoff-client")}, nil
+}
+
+// adoptedConn is a handed-off client connection. The broker passed only the descriptor,
+// so the addresses are the unnamed Unix address.
+type adoptedConn struct{ *os.File }
+
+func (adoptedConn) LocalAddr() net.Addr  { return &net.UnixAddr{Net: "unix"} }
+func (adoptedConn) RemoteAddr() net.Addr { return &net.UnixAddr{Net: "unix"} }
+
+// CloseWrite half-closes the connection, as net.UnixConn.CloseWrite does.
+func (c adoptedConn) CloseWrite() error {
+	rc, err := c.File.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.Shutdown(int(fd), unix.SHUT_WR) }); err != nil {
+		return err
+	}
+	return serr
 }
