@@ -42,8 +42,8 @@ const seenTokens = 4096
 // the backend writes the handoff-ready EVENT to the client itself right after adopting
 // the fd (one hop less for the client), and keeps the connection for further exchanges
 // (no dial per handoff). On a reused connection the broker may send the token and the
-// offer in one message: recvToken reads exactly the 16 token bytes, so the offer frame
-// waits in the socket either way.
+// offer in one message: recvToken then gets both in one read; a v1 broker's separate
+// offer waits in the socket.
 //
 // Invariant for relayed handoffs (what makes the client's early data safe): the EVENT
 // is written before anything reads from the client, and a backend that cannot write it
@@ -109,15 +109,22 @@ func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn) (net.Conn,
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	tok, fd, err := recvToken(c)
+	tok, fd, rest, err := recvToken(c)
 	if err != nil {
 		return nil, false, nil, err
 	}
 	// From here on the fd is ours: decline closes it, accept wraps it.
 	c.SetDeadline(time.Now().Add(offerTimeout))
-	f, err := wire.ReadFrame(c, wire.MaxHelloBody)
+	pre := bytes.NewReader(rest)
+	f, err := wire.ReadFrame(io.MultiReader(pre, c), wire.MaxHelloBody)
+	if err == nil && pre.Len() > 0 {
+		// Nothing may follow the offer before our answer: bytes here mean a confused peer.
+		err = fmt.Errorf("%d unexpected bytes after the offer", pre.Len())
+	}
 	if err != nil {
-		unix.Close(fd)
+		if fd >= 0 {
+			unix.Close(fd)
+		}
 		return nil, false, nil, fmt.Errorf("read offer: %w", err)
 	}
 	offer, ext, err := handoff.DecodeOfferExt(f)
@@ -241,14 +248,21 @@ func relay(client net.Conn, tok []byte, connID uint64) error {
 	return err
 }
 
+// recvBuf bounds one token read: the 16 token bytes plus an offer frame sent in the same
+// message (ext), so the offer usually costs no further read.
+const recvBuf = 1024
+
 // recvToken reads the token message: 16 bytes with the client's fd as SCM_RIGHTS. It
-// returns fd -1 when none came; extra descriptors are closed.
-func recvToken(c *net.UnixConn) ([]byte, int, error) {
-	tok := make([]byte, handoff.TokenLen)
+// returns fd -1 when none came (extra descriptors are closed) and the bytes that came
+// after the token in the same read: the start of the offer when the broker sent both in
+// one message. A read never runs past the message that carries descriptors, so a v1
+// broker's separate offer stays in the socket.
+func recvToken(c *net.UnixConn) (tok []byte, fd int, rest []byte, err error) {
+	buf := make([]byte, recvBuf)
 	oob := make([]byte, unix.CmsgSpace(4*maxPassedFDs))
-	n, oobn, flags, _, err := c.ReadMsgUnix(tok, oob)
+	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
 	fds := rights(oob[:oobn])
-	fd := -1
+	fd = -1
 	if len(fds) > 0 {
 		fd = fds[0]
 		for _, x := range fds[1:] {
@@ -261,18 +275,19 @@ func recvToken(c *net.UnixConn) ([]byte, int, error) {
 	if err == nil && flags&unix.MSG_CTRUNC != 0 {
 		err = errors.New("control message truncated")
 	}
-	if err == nil && n < len(tok) {
+	if err == nil && n < handoff.TokenLen {
 		// A stream may split the token; the fd travels with its first byte.
 		c.SetReadDeadline(time.Now().Add(offerTimeout))
-		_, err = io.ReadFull(c, tok[n:])
+		_, err = io.ReadFull(c, buf[n:handoff.TokenLen])
+		n = handoff.TokenLen
 	}
 	if err != nil {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		return nil, -1, err
+		return nil, -1, nil, err
 	}
-	return tok, fd, nil
+	return buf[:handoff.TokenLen], fd, buf[handoff.TokenLen:n], nil
 }
 
 func rights(oob []byte) []int {
