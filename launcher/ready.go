@@ -36,10 +36,8 @@ func (m *Manager) awaitReady(c *child, timeout time.Duration) (*wirepb.DaemonPro
 		if err == nil {
 			return dp, nil
 		}
-		select {
-		case <-c.exited:
+		if exited(c) {
 			return nil, spawnFailed("backend exited before ready: %s", c.status)
-		default:
 		}
 		if m.runCtx.Err() != nil {
 			return nil, errClosing
@@ -50,6 +48,11 @@ func (m *Manager) awaitReady(c *child, timeout time.Duration) (*wirepb.DaemonPro
 			}
 		}
 		if ctx.Err() != nil {
+			// The reaper closes exited, then cancels c.ctx: an exit may have ended ctx
+			// since the check above, and must not read as a timeout.
+			if exited(c) {
+				return nil, spawnFailed("backend exited before ready: %s", c.status)
+			}
 			m.o.Log.Debug().Err(err).Int("pid", c.pid).Msg("last identity probe error")
 			return nil, spawnFailed("backend did not answer the identity probe within %s", timeout)
 		}
@@ -60,5 +63,15 @@ func (m *Manager) awaitReady(c *child, timeout time.Duration) (*wirepb.DaemonPro
 		case <-t.C:
 		}
 		t.Stop()
+	}
+}
+
+// exited reports whether the reaper has collected c (its status is then set).
+func exited(c *child) bool {
+	select {
+	case <-c.exited:
+		return true
+	default:
+		return false
 	}
 }
