@@ -52,12 +52,10 @@ func exchange(ctx context.Context, socket string, f *wirepb.Frame, extra []byte)
 		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
 		defer cancel()
 	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", socket)
+	conn, err := dialUnix(ctx, socket)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to broker %s: %w", socket, err)
 	}
-	conn := c.(*net.UnixConn)
 	dl, _ := ctx.Deadline()
 	conn.SetDeadline(dl)
 	b, err := wire.EncodeFrame(f)
@@ -138,4 +136,20 @@ func randomID() uint64 {
 	var b [8]byte
 	rand.Read(b[:])
 	return binary.LittleEndian.Uint64(b[:])
+}
+
+// dialUnix connects to a Unix socket, bounded by ctx or DefaultTimeout when ctx has no
+// deadline.
+func dialUnix(ctx context.Context, path string) (*net.UnixConn, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
+		defer cancel()
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.UnixConn), nil
 }

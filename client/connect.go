@@ -151,13 +151,7 @@ func dialPipe(ctx context.Context, pipe string) (net.Conn, error) {
 	if pipe == "" {
 		return nil, errors.New("negotiated without backend_pipe")
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
-		defer cancel()
-	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", pipe)
+	c, err := dialUnix(ctx, pipe)
 	if err != nil {
 		return nil, fmt.Errorf("connect to backend %s: %w", pipe, err)
 	}
