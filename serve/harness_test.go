@@ -2,7 +2,6 @@ package serve
 
 import (
 	"context"
-	"errors"
 	"net"
 	"path/filepath"
 	"testing"
@@ -134,5 +133,3 @@ func helloFrame(t *testing.T, h *wirepb.Hello) *wirepb.Frame {
 func goodHello() *wirepb.Hello {
 	return &wirepb.Hello{ClientMinProtocol: 1, ClientMaxProtocol: 1, ServiceName: "zc", WantedVersion: "1.2.3"}
 }
-
-var errBoom = errors.New("boom")

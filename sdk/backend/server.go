@@ -34,11 +34,6 @@ const DefaultPeekTimeout = 200 * time.Millisecond
 // their own before it closes their connections.
 const DefaultGrace = 5 * time.Second
 
-// ErrHandoffUnsupported is no longer returned: handoff is supported (handoff.go).
-//
-// Deprecated: kept so existing callers compile.
-var ErrHandoffUnsupported = errors.New("handoff is not supported yet")
-
 // Handler serves one data connection. It must return when ctx is cancelled (or when conn
 // is closed under it after the grace period). Serve closes conn after the handler returns.
 type Handler func(ctx context.Context, conn net.Conn)
