@@ -8,8 +8,6 @@ import (
 	"net"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
@@ -90,11 +88,10 @@ func adopt(conn *net.UnixConn, n *wirepb.Negotiated, dl time.Time) (ok, late boo
 
 // matchEvent: an accepted 0xD0FF EVENT for this Negotiated's token and connection id.
 func matchEvent(body []byte, n *wirepb.Negotiated) bool {
-	var f wirepb.Frame
-	var ack wirepb.HandoffAck
-	if proto.Unmarshal(body, &f) != nil || f.Kind != wirepb.FrameKind_EVENT ||
-		f.PayloadProtocol != wire.ProtoHandoff || proto.Unmarshal(f.Payload, &ack) != nil {
+	f, err := wire.ParseEnvelope(body)
+	if err != nil || f.Kind != wirepb.FrameKind_EVENT || f.Protocol != wire.ProtoHandoff {
 		return false
 	}
-	return ack.Accepted && bytes.Equal(ack.Token, n.HandlePassedToken) && ack.CorrelationId == n.ConnectionId
+	ack, err := wire.ParseAck(f.Payload)
+	return err == nil && ack.Accepted && bytes.Equal(ack.Token, n.HandlePassedToken) && ack.CorrelationID == n.ConnectionId
 }

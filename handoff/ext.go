@@ -2,7 +2,6 @@ package handoff
 
 import (
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 )
 
 // Extensions (ours) ride in field numbers v1 leaves undefined (above the reserved 5 to
@@ -47,9 +46,8 @@ type Ext struct {
 	Probe       bool // a capability probe (probe.go), not a handoff
 }
 
-// setExt appends the extension fields to m's unknown fields.
-func setExt(m proto.Message, relay uint64, reuse, probe bool) {
-	var b []byte
+// appendExt appends the extension fields, encoded as unknown fields of an offer or ack.
+func appendExt(b []byte, relay uint64, reuse, probe bool) []byte {
 	if relay != 0 {
 		b = protowire.AppendTag(b, fieldRelay, protowire.VarintType)
 		b = protowire.AppendVarint(b, relay)
@@ -62,14 +60,12 @@ func setExt(m proto.Message, relay uint64, reuse, probe bool) {
 		b = protowire.AppendTag(b, fieldProbe, protowire.VarintType)
 		b = protowire.AppendVarint(b, 1)
 	}
-	if b != nil {
-		m.ProtoReflect().SetUnknown(b)
-	}
+	return b
 }
 
-// getExt reads the extension fields from m's unknown fields; field 16 is returned raw.
-func getExt(m proto.Message) (relay uint64, reuse, probe bool) {
-	b := m.ProtoReflect().GetUnknown()
+// parseExt reads the extension fields from a message's unknown fields; field 16 is
+// returned raw.
+func parseExt(b []byte) (relay uint64, reuse, probe bool) {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {

@@ -226,8 +226,9 @@ func TestOfferBytes(t *testing.T) {
 	if !bytes.Equal(f.Payload, want) || f.RequestId != 9 || f.Kind != wirepb.FrameKind_REQUEST || f.PayloadProtocol != 0xD0FF {
 		t.Fatalf("offer frame %v\npayload % X\nwant    % X", f, f.Payload, want)
 	}
-	o, err := handoff.DecodeOffer(f)
-	if err != nil || !bytes.Equal(o.Token, tok) || o.ServiceName != "zc" || o.CorrelationId != 9 || o.HandleValue != 0 {
-		t.Fatalf("decoded %v, %v", o, err)
+	o, err := handoff.ParseOffer(b[wire.HeaderLen:])
+	if err != nil || !bytes.Equal(o.Token, tok) || o.Service != "zc" || o.CorrelationID != 9 || o.HandleValue != 0 ||
+		o.RequestID != 9 || o.Ext != (handoff.Ext{}) {
+		t.Fatalf("decoded %+v, %v", o, err)
 	}
 }

@@ -94,11 +94,11 @@ func (d *Dispatcher) probe(ctx context.Context, c *net.UnixConn) (Ext, error) {
 // decline, an acceptance) is errNotExt.
 func ParseProbeAck(body []byte) (Ext, error) {
 	var tok [TokenLen]byte
-	var ack wirepb.HandoffAck
-	if err := decodeAck(body, wirepb.FrameKind_RESPONSE, tok[:], 0, &ack); err != nil {
+	ack, err := decodeAck(body, wirepb.FrameKind_RESPONSE, tok[:], 0)
+	if err != nil {
 		return Ext{}, fmt.Errorf("%w: %w", errNotExt, err)
 	}
-	relayed, reuse, echoed := getExt(&ack)
+	relayed, reuse, echoed := parseExt(ack.Unknown)
 	if ack.Accepted || !echoed || relayed != 1 || !reuse {
 		return Ext{}, fmt.Errorf("answered accepted=%v probe=%v relayed=%v reuse=%v: %w",
 			ack.Accepted, echoed, relayed == 1, reuse, errNotExt)

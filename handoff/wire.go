@@ -4,16 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-
-	"google.golang.org/protobuf/proto"
+	"unicode/utf8"
 
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
-
-// offerPrefix is an explicit handle_value = 0 (field 1, varint 0). v1 brokers write it
-// even though proto3 would omit it; v1 backends may rely on the exact bytes.
-var offerPrefix = []byte{0x08, 0x00}
 
 // maxControlBody caps the body of an offer or ack frame; both are a few dozen bytes.
 const maxControlBody = 64 << 10
@@ -35,42 +30,38 @@ func OfferFrame(token []byte, service string, correlationID uint64) ([]byte, err
 
 // OfferFrameExt is OfferFrame with our extensions (ext.go) appended after the v1 fields.
 func OfferFrameExt(token []byte, service string, correlationID uint64, ext Ext) ([]byte, error) {
-	o := &wirepb.HandoffOffer{Token: token, ServiceName: service, CorrelationId: correlationID}
-	setExt(o, ext.RelayConnID, ext.Reuse, ext.Probe)
-	body, err := wire.Marshal(o)
+	if !utf8.ValidString(service) {
+		return nil, fmt.Errorf("encode HandoffOffer: service name is not valid UTF-8")
+	}
+	payload := wire.AppendOffer(make([]byte, 0, 64+len(service)), &wire.Offer{Token: token, Service: service,
+		CorrelationID: correlationID, Unknown: appendExt(nil, ext.RelayConnID, ext.Reuse, ext.Probe)})
+	return wire.AppendEnvelope(make([]byte, 0, 32+len(payload)), wirepb.FrameKind_REQUEST, wire.ProtoHandoff, correlationID, payload), nil
+}
+
+// Offer is a decoded offer frame: the v1 fields, the frame's request id (which the ack
+// echoes) and the extensions the broker offered.
+type Offer struct {
+	wire.Offer
+	RequestID uint64
+	Ext       Ext
+}
+
+// ParseOffer checks the envelope of an offer frame body and decodes its payload.
+func ParseOffer(body []byte) (Offer, error) {
+	f, err := wire.ParseEnvelope(body)
 	if err != nil {
-		return nil, fmt.Errorf("encode HandoffOffer: %w", err)
+		return Offer{}, fmt.Errorf("offer: %w", err)
 	}
-	payload := append(append(make([]byte, 0, len(offerPrefix)+len(body)), offerPrefix...), body...)
-	return wire.EncodeFrame(wire.NewFrame(wirepb.FrameKind_REQUEST, wire.ProtoHandoff, correlationID, payload))
-}
-
-// DecodeOffer checks the envelope of an offer frame and decodes its payload.
-func DecodeOffer(f *wirepb.Frame) (*wirepb.HandoffOffer, error) {
-	o, _, err := DecodeOfferExt(f)
-	return o, err
-}
-
-// DecodeOfferExt is DecodeOffer that also returns the extensions the broker offered.
-func DecodeOfferExt(f *wirepb.Frame) (*wirepb.HandoffOffer, Ext, error) {
-	o, err := decodeOffer(f)
+	if f.Version != wire.ProtocolVersion || f.Kind != wirepb.FrameKind_REQUEST ||
+		f.Protocol != wire.ProtoHandoff || f.Encoding != wirepb.PayloadEncoding_NONE {
+		return Offer{}, fmt.Errorf("offer: %w", ErrNotHandoff)
+	}
+	o, err := wire.ParseOffer(f.Payload)
 	if err != nil {
-		return nil, Ext{}, err
+		return Offer{}, fmt.Errorf("offer: %w", err)
 	}
-	relay, reuse, probe := getExt(o)
-	return o, Ext{RelayConnID: relay, Reuse: reuse, Probe: probe}, nil
-}
-
-func decodeOffer(f *wirepb.Frame) (*wirepb.HandoffOffer, error) {
-	if f.EnvelopeVersion != wire.ProtocolVersion || f.Kind != wirepb.FrameKind_REQUEST ||
-		f.PayloadProtocol != wire.ProtoHandoff || f.PayloadEncoding != wirepb.PayloadEncoding_NONE {
-		return nil, fmt.Errorf("offer: %w", ErrNotHandoff)
-	}
-	o := new(wirepb.HandoffOffer)
-	if err := proto.Unmarshal(f.Payload, o); err != nil {
-		return nil, fmt.Errorf("offer: decode HandoffOffer: %w", err)
-	}
-	return o, nil
+	relay, reuse, probe := parseExt(o.Unknown)
+	return Offer{Offer: o, RequestID: f.RequestID, Ext: Ext{RelayConnID: relay, Reuse: reuse, Probe: probe}}, nil
 }
 
 // AckFrame encodes a framed HandoffAck of the given kind: RESPONSE from the backend to
@@ -81,19 +72,16 @@ func AckFrame(kind wirepb.FrameKind, requestID uint64, ack *wirepb.HandoffAck) (
 
 // AckFrameExt is AckFrame with the backend's extension answers (ext.go).
 func AckFrameExt(kind wirepb.FrameKind, requestID uint64, ack *wirepb.HandoffAck, ext Ext) ([]byte, error) {
-	if ext.Relayed || ext.Reuse || ext.Probe {
-		ack = proto.Clone(ack).(*wirepb.HandoffAck)
-		relay := uint64(0)
-		if ext.Relayed {
-			relay = 1
-		}
-		setExt(ack, relay, ext.Reuse, ext.Probe)
+	if !utf8.ValidString(ack.ErrorDetail) {
+		return nil, fmt.Errorf("encode HandoffAck: error detail is not valid UTF-8")
 	}
-	payload, err := wire.Marshal(ack)
-	if err != nil {
-		return nil, fmt.Errorf("encode HandoffAck: %w", err)
+	relay := uint64(0)
+	if ext.Relayed {
+		relay = 1
 	}
-	return wire.EncodeFrame(wire.NewFrame(kind, wire.ProtoHandoff, requestID, payload))
+	payload := wire.AppendAck(make([]byte, 0, 48+len(ack.ErrorDetail)), &wire.Ack{Token: ack.Token, Accepted: ack.Accepted,
+		Detail: ack.ErrorDetail, CorrelationID: ack.CorrelationId, Unknown: appendExt(nil, relay, ext.Reuse, ext.Probe)})
+	return wire.AppendEnvelope(make([]byte, 0, 32+len(payload)), kind, wire.ProtoHandoff, requestID, payload), nil
 }
 
 // ParseAck decodes a HandoffAck frame body of the wanted kind and checks token and
@@ -105,41 +93,40 @@ func ParseAck(body []byte, kind wirepb.FrameKind, token []byte, correlationID ui
 
 // ParseAckExt is ParseAck that also returns the backend's extension answers.
 func ParseAckExt(body []byte, kind wirepb.FrameKind, token []byte, correlationID uint64) (Ext, error) {
-	var ack wirepb.HandoffAck
-	if err := parseAck(body, kind, token, correlationID, &ack); err != nil {
+	ack, err := parseAck(body, kind, token, correlationID)
+	if err != nil {
 		return Ext{}, err
 	}
-	relayed, reuse, probe := getExt(&ack)
+	relayed, reuse, probe := parseExt(ack.Unknown)
 	return Ext{Relayed: relayed == 1, Reuse: reuse, Probe: probe}, nil
 }
 
-func parseAck(body []byte, kind wirepb.FrameKind, token []byte, correlationID uint64, ack *wirepb.HandoffAck) error {
-	if err := decodeAck(body, kind, token, correlationID, ack); err != nil {
-		return err
+func parseAck(body []byte, kind wirepb.FrameKind, token []byte, correlationID uint64) (wire.Ack, error) {
+	ack, err := decodeAck(body, kind, token, correlationID)
+	if err == nil && !ack.Accepted {
+		err = fmt.Errorf("%w: %s", ErrNotAccepted, ack.Detail)
 	}
-	if !ack.Accepted {
-		return fmt.Errorf("%w: %s", ErrNotAccepted, ack.ErrorDetail)
-	}
-	return nil
+	return ack, err
 }
 
 // decodeAck decodes an ack and checks all but accepted.
-func decodeAck(body []byte, kind wirepb.FrameKind, token []byte, correlationID uint64, ack *wirepb.HandoffAck) error {
-	var f wirepb.Frame
-	if err := proto.Unmarshal(body, &f); err != nil {
-		return fmt.Errorf("%w: frame: %w", ErrMalformedAck, err)
+func decodeAck(body []byte, kind wirepb.FrameKind, token []byte, correlationID uint64) (wire.Ack, error) {
+	f, err := wire.ParseEnvelope(body)
+	if err != nil {
+		return wire.Ack{}, fmt.Errorf("%w: %w", ErrMalformedAck, err)
 	}
-	if f.Kind != kind || f.PayloadProtocol != wire.ProtoHandoff || f.PayloadEncoding != wirepb.PayloadEncoding_NONE {
-		return fmt.Errorf("ack: %s 0x%04X: %w", f.Kind, f.PayloadProtocol, ErrNotHandoff)
+	if f.Kind != kind || f.Protocol != wire.ProtoHandoff || f.Encoding != wirepb.PayloadEncoding_NONE {
+		return wire.Ack{}, fmt.Errorf("ack: %s 0x%04X: %w", f.Kind, f.Protocol, ErrNotHandoff)
 	}
-	if err := proto.Unmarshal(f.Payload, ack); err != nil {
-		return fmt.Errorf("%w: %w", ErrMalformedAck, err)
+	ack, err := wire.ParseAck(f.Payload)
+	if err != nil {
+		return wire.Ack{}, fmt.Errorf("%w: %w", ErrMalformedAck, err)
 	}
 	switch {
 	case !bytes.Equal(ack.Token, token):
-		return ErrTokenMatch
-	case ack.CorrelationId != correlationID:
-		return fmt.Errorf("got %d, want %d: %w", ack.CorrelationId, correlationID, ErrCorrelation)
+		return wire.Ack{}, ErrTokenMatch
+	case ack.CorrelationID != correlationID:
+		return wire.Ack{}, fmt.Errorf("got %d, want %d: %w", ack.CorrelationID, correlationID, ErrCorrelation)
 	}
-	return nil
+	return ack, nil
 }

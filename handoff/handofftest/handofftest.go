@@ -183,10 +183,10 @@ func v1Exchange(c *net.UnixConn) net.Conn {
 		}
 	}
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	f, err := wire.ReadFrame(c, wire.MaxHelloBody)
-	var offer *wirepb.HandoffOffer
+	body, err := wire.ReadFrameBody(c, wire.MaxHelloBody)
+	var offer handoff.Offer
 	if err == nil {
-		offer, err = handoff.DecodeOffer(f)
+		offer, err = handoff.ParseOffer(body)
 	}
 	if err != nil {
 		if fd >= 0 {
@@ -194,7 +194,7 @@ func v1Exchange(c *net.UnixConn) net.Conn {
 		}
 		return nil
 	}
-	ack := &wirepb.HandoffAck{Token: offer.Token, CorrelationId: offer.CorrelationId}
+	ack := &wirepb.HandoffAck{Token: offer.Token, CorrelationId: offer.CorrelationID}
 	var client net.Conn
 	if fd < 0 {
 		os.Stderr.WriteString("nofd\n")
@@ -205,7 +205,7 @@ func v1Exchange(c *net.UnixConn) net.Conn {
 		file.Close()
 		ack.Accepted = err == nil
 	}
-	if b, err := handoff.AckFrame(wirepb.FrameKind_RESPONSE, f.RequestId, ack); err == nil {
+	if b, err := handoff.AckFrame(wirepb.FrameKind_RESPONSE, offer.RequestID, ack); err == nil {
 		c.Write(b)
 	}
 	return client

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"bytes"
+	"encoding/binary"
 	"context"
 	"errors"
 	"fmt"
@@ -114,28 +115,23 @@ func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn) (net.Conn,
 		return nil, false, nil, err
 	}
 	// From here on the fd is ours: decline closes it, accept wraps it.
-	c.SetDeadline(time.Now().Add(offerTimeout))
-	pre := bytes.NewReader(rest)
-	f, err := wire.ReadFrame(io.MultiReader(pre, c), wire.MaxHelloBody)
-	if err == nil && pre.Len() > 0 {
-		// Nothing may follow the offer before our answer: bytes here mean a confused peer.
-		err = fmt.Errorf("%d unexpected bytes after the offer", pre.Len())
-	}
+	body, err := readOffer(c, rest)
 	if err != nil {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
 		return nil, false, nil, fmt.Errorf("read offer: %w", err)
 	}
-	offer, ext, err := handoff.DecodeOfferExt(f)
+	offer, err := handoff.ParseOffer(body)
 	if err != nil {
 		unix.Close(fd)
 		return nil, false, nil, err // not a v1 offer: nothing sensible to answer
 	}
+	ext := offer.Ext
 	var answer handoff.Ext
-	ack := &wirepb.HandoffAck{Token: offer.Token, CorrelationId: offer.CorrelationId}
+	ack := &wirepb.HandoffAck{Token: offer.Token, CorrelationId: offer.CorrelationID}
 	if ext.Probe && fd < 0 && isProbeToken(tok) && bytes.Equal(offer.Token, tok) {
-		return nil, true, nil, answerProbe(c, f.RequestId, ack, ext)
+		return nil, true, nil, answerProbe(c, offer.RequestID, ack, ext)
 	}
 	var client net.Conn
 	switch {
@@ -175,12 +171,13 @@ func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn) (net.Conn,
 	}
 	ack.Accepted = client != nil
 	answer.Reuse = ext.Reuse && ack.Accepted
-	b, err := handoff.AckFrameExt(wirepb.FrameKind_RESPONSE, f.RequestId, ack, answer)
+	b, err := handoff.AckFrameExt(wirepb.FrameKind_RESPONSE, offer.RequestID, ack, answer)
 	if err == nil && answer.Relayed {
-		c.SetDeadline(time.Time{})
+		c.SetReadDeadline(time.Time{})
 		return client, answer.Reuse, b, nil
 	}
 	if err == nil {
+		c.SetWriteDeadline(time.Now().Add(offerTimeout))
 		_, err = c.Write(b)
 	}
 	switch {
@@ -210,6 +207,7 @@ func answerProbe(c *net.UnixConn, requestID uint64, ack *wirepb.HandoffAck, ext 
 	answer := handoff.Ext{Relayed: ext.RelayConnID != 0, Reuse: ext.Reuse, Probe: true}
 	b, err := handoff.AckFrameExt(wirepb.FrameKind_RESPONSE, requestID, ack, answer)
 	if err == nil {
+		c.SetWriteDeadline(time.Now().Add(offerTimeout))
 		_, err = c.Write(b)
 	}
 	if err != nil {
@@ -246,6 +244,24 @@ func relay(client net.Conn, tok []byte, connID uint64) error {
 		err = fmt.Errorf("short write %d of %d bytes", n, len(ev))
 	}
 	return err
+}
+
+// readOffer returns the body of the offer frame: from rest alone when the broker sent it
+// with the token (ext), else read on from c. Nothing may follow the offer before our
+// answer: bytes there mean a confused peer.
+func readOffer(c *net.UnixConn, rest []byte) ([]byte, error) {
+	if len(rest) >= wire.HeaderLen && rest[0] == wire.FramingVersion {
+		if n := binary.LittleEndian.Uint32(rest[1:]); uint64(len(rest)) == wire.HeaderLen+uint64(n) {
+			return rest[wire.HeaderLen:], nil
+		}
+	}
+	c.SetReadDeadline(time.Now().Add(offerTimeout))
+	pre := bytes.NewReader(rest)
+	body, err := wire.ReadFrameBody(io.MultiReader(pre, c), wire.MaxHelloBody)
+	if err == nil && pre.Len() > 0 {
+		err = fmt.Errorf("%d unexpected bytes after the offer", pre.Len())
+	}
+	return body, err
 }
 
 // recvBuf bounds one token read: the 16 token bytes plus an offer frame sent in the same
