@@ -52,10 +52,12 @@ const (
 func benchHandoff(b *testing.B, v1Only, child bool) {
 	be := handofftest.Start(b, handofftest.Echo, testutil.ShortDir(b), -1)
 	var ctl string
+	var inproc *broker
 	if child {
 		ctl = startBrokerProcess(b, be)
 	} else {
-		ctl = startBroker(b, be, brokerOpts{handoff: true, ho: handoff.Options{V1Only: v1Only}}).path
+		inproc = startBroker(b, be, brokerOpts{handoff: true, ho: handoff.Options{V1Only: v1Only}})
+		ctl = inproc.path
 	}
 	ctx := context.Background()
 	var fellBack, granted int
@@ -133,6 +135,11 @@ func benchHandoff(b *testing.B, v1Only, child bool) {
 	for p := range numPaths {
 		fmt.Fprintf(&t, "%-34s %10v %10v %8.3f %8.3f\n", names[p], p50[p], p99[p],
 			us(p50[p])/us(p50[pathReconnect]), us(p99[p])/us(p99[pathReconnect]))
+	}
+	if inproc != nil {
+		st := inproc.rb.Dispatcher().Stats()
+		fmt.Fprintf(&t, "broker: %d handoffs, %d failed, %d sent without waiting for the ack (%d quiet), %d dials, %d probes\n",
+			st.Handoffs, st.Failures, st.Lazy, st.Quiet, st.Dials, st.Probes)
 	}
 	b.Log("\n" + t.String())
 }

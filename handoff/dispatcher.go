@@ -78,8 +78,9 @@ type Stats struct {
 	Early              uint64 // handoffs whose client was granted early data
 	// Lazy counts handoffs sent without waiting for the ack, counted in Handoffs when
 	// sent; LateFailures those of them found declined or unanswered later, which then
-	// move from Handoffs to Failures.
-	Lazy, LateFailures uint64
+	// move from Handoffs to Failures. Quiet counts the lazy ones whose offer asked for
+	// no ack unless declined (ext.go).
+	Lazy, Quiet, LateFailures uint64
 	// Dials counts connections dialled to the endpoint; Probes the capability probes
 	// sent on fresh spares (probe.go).
 	Dials, Probes uint64
@@ -97,20 +98,24 @@ type Dispatcher struct {
 	kick chan struct{}
 
 	inflight atomic.Int64
+	lent     atomic.Int64 // reusable spares carrying a handoff now (stocked)
 	handoffs atomic.Uint64
 	failures atomic.Uint64
 	early    atomic.Uint64
 	lazy     atomic.Uint64
+	quiet    atomic.Uint64
 	// lateFailures counts lazy handoffs found failed when their ack was read.
 	lateFailures atomic.Uint64
 	dials        atomic.Uint64
 	probes       atomic.Uint64
 
-	mu     sync.Mutex
-	pool   []spare
-	held   map[*Prepared]spare // taken ahead of Negotiated (prepare.go)
-	v1pids map[int]bool        // backends that answered a probe as v1 (probe.go)
-	closed bool
+	mu   sync.Mutex
+	pool []spare
+	held map[*Prepared]spare // taken ahead of Negotiated (prepare.go)
+	// settling counts spares out of the pool while Run reads their acks (lazy.go).
+	settling int
+	v1pids   map[int]bool // backends that answered a probe as v1 (probe.go)
+	closed   bool
 }
 
 // spare is a verified, unused connection to the handoff endpoint. ext is what the
@@ -122,9 +127,10 @@ type spare struct {
 	pid int
 	at  time.Time
 	ext Ext
-	ack *lazyAck // an ack still queued on c (lazy.go); nil when none
-	// quiet: its ack was just read and nothing followed it, so take need not poll it.
-	quiet bool
+	ack *lazyAck // the last exchange, whose ack is still to come (lazy.go); nil when none
+	// checked: its ack was just read, or found not sent, and nothing followed, so take
+	// need not poll it.
+	checked bool
 }
 
 // New returns a Dispatcher; call Run to keep spares ready (Handoff works without, dialling
@@ -190,7 +196,7 @@ func (d *Dispatcher) Stats() Stats {
 	n, held := len(d.pool), len(d.held)
 	d.mu.Unlock()
 	return Stats{Handoffs: d.handoffs.Load(), Failures: d.failures.Load(), Early: d.early.Load(),
-		Lazy: d.lazy.Load(), LateFailures: d.lateFailures.Load(), Dials: d.dials.Load(), Probes: d.probes.Load(), Spares: n, Held: held, Tokens: d.tok.outstanding()}
+		Lazy: d.lazy.Load(), Quiet: d.quiet.Load(), LateFailures: d.lateFailures.Load(), Dials: d.dials.Load(), Probes: d.probes.Load(), Spares: n, Held: held, Tokens: d.tok.outstanding()}
 }
 
 // Run keeps the spare pool full until ctx is cancelled, then closes every spare.
@@ -246,7 +252,7 @@ func (d *Dispatcher) fill(ctx context.Context) error {
 	}
 	clear(d.pool[len(keep):])
 	d.pool = keep
-	missing := d.o.Spares - len(d.pool)
+	missing := d.o.Spares - d.stockedLocked()
 	d.mu.Unlock()
 	for _, s := range drop {
 		s.c.Close()
@@ -266,10 +272,18 @@ func (d *Dispatcher) fill(ctx context.Context) error {
 	return nil
 }
 
-func (d *Dispatcher) poolLen() int {
+// stocked counts the spares that are pooled or will be back shortly: held by Prepare,
+// being settled by Run, or carrying a handoff on a connection its backend reuses. Below
+// Spares, a refill is due. Counting only the pool would dial a spare for each one in use
+// and close the surplus when it came back: a dial and a probe per handoff, at worst.
+func (d *Dispatcher) stocked() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return len(d.pool)
+	return d.stockedLocked()
+}
+
+func (d *Dispatcher) stockedLocked() int {
+	return len(d.pool) + len(d.held) + d.settling + int(d.lent.Load())
 }
 
 func (d *Dispatcher) put(s spare) bool {
@@ -387,7 +401,7 @@ func (d *Dispatcher) usable(s spare, expect int, now time.Time) bool {
 	if (expect >= 0 && s.pid != expect) || now.Sub(s.at) > d.o.MaxIdle {
 		return false
 	}
-	if s.ack != nil || s.quiet {
+	if s.ack != nil || s.checked {
 		return true // quiet but for its ack, which settle reads (or just read)
 	}
 	rc, err := s.c.SyscallConn()

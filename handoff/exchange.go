@@ -39,7 +39,7 @@ func (d *Dispatcher) Handoff(ctx context.Context, client *net.UnixConn, token []
 	}
 	err := d.handoff(ctx, client, token, connectionID, service, early, p)
 	client.Close()
-	if d.poolLen() < d.o.Spares {
+	if d.stocked() < d.o.Spares {
 		d.Kick() // refill after the fact: no dial competes with the handoff itself
 	}
 	if err != nil {
@@ -68,37 +68,30 @@ func (d *Dispatcher) handoff(ctx context.Context, client *net.UnixConn, token []
 	if !ok {
 		return ErrNoBackend
 	}
-	var ext Ext
-	if !d.o.V1Only {
-		ext = Ext{RelayConnID: connID, Reuse: true}
-	}
-	offer := []byte(nil)
-	if p != nil && p.ext == ext {
-		offer = p.offer
-	}
-	if offer == nil {
-		var err error
-		if offer, err = OfferFrameExt(token, service, connID, ext); err != nil {
-			return err
-		}
-	}
 	oob, err := rightsOf(client)
 	if err != nil {
 		return fmt.Errorf("client fd: %w", err)
 	}
 
-	s, offered, err := d.send(ctx, expect, early, token, offer, oob, p)
+	s, offer, quiet, err := d.send(ctx, expect, early, token, service, connID, oob, p)
 	if err != nil {
 		return err
 	}
-	if offered && s.ext.Relayed && s.ext.Reuse && !d.o.SyncAcks {
+	if d.reusable(s) {
+		defer d.lent.Add(-1) // send lent it; from here it goes back to the pool or is closed
+	}
+	if offer == nil && s.ext.Relayed && s.ext.Reuse && !d.o.SyncAcks {
 		// Lazy ack: this backend has proven that it relays the EVENT itself and reads
 		// further exchanges here, so nobody waits for this ack now. Our copy of the client
 		// fd is closed on return (the fd in flight keeps the socket alive); the ack stays
-		// queued on the spare and is read before its next offer (settle).
-		s.ack = &lazyAck{token: token, connID: connID, sent: start}
-		s.at = time.Now()
+		// queued on the spare and is read before its next offer (settle), or, quiet, is
+		// not sent at all unless the backend declines.
+		s.ack = &lazyAck{token: token, connID: connID, sent: start, quiet: quiet}
+		s.at, s.checked = time.Now(), false
 		d.lazy.Add(1)
+		if quiet {
+			d.quiet.Add(1)
+		}
 		d.put(s)
 		return nil
 	}
@@ -124,7 +117,7 @@ func (d *Dispatcher) handoff(ctx context.Context, client *net.UnixConn, token []
 		stop = context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 		defer stop()
 	}
-	if !offered {
+	if offer != nil {
 		if _, err := c.Write(offer); err != nil {
 			return fmt.Errorf("write offer: %w", err)
 		}
@@ -158,7 +151,7 @@ func (d *Dispatcher) handoff(ctx context.Context, client *net.UnixConn, token []
 	}
 	// The backend reads another exchange on this connection: keep it as a spare, unless
 	// ctx already poisoned its deadline.
-	if got.Reuse && ext.Reuse && stop() {
+	if got.Reuse && !d.o.V1Only && stop() {
 		c.SetDeadline(time.Time{})
 		reuse = true
 	}
@@ -167,40 +160,67 @@ func (d *Dispatcher) handoff(ctx context.Context, client *net.UnixConn, token []
 
 // send writes the token bytes with the client fd on a verified spare, in one sendmsg.
 // On a spare whose backend acked our extensions the offer frame rides in the same
-// message (one wake-up for the backend); offered reports that. A v1 backend gets exactly
-// the 16 token bytes, as v1 says, in case it reads them with a larger buffer.
-func (d *Dispatcher) send(ctx context.Context, expect int, early bool, token, offer, oob []byte, p *Prepared) (spare, bool, error) {
+// message (one wake-up for the backend), quiet when the spare proved it honours that.
+// A v1 backend gets exactly the 16 token bytes, as v1 says, in case it reads them with a
+// larger buffer: the offer is then returned for the caller to write.
+func (d *Dispatcher) send(ctx context.Context, expect int, early bool, token []byte, service string, connID uint64, oob []byte, p *Prepared) (spare, []byte, bool, error) {
 	var last error
 	for range sendAttempts {
 		s, ok := d.claim(p) // taken by Prepare, before Negotiated
+		var err error
 		if !ok || (expect >= 0 && s.pid != expect) {
 			if ok {
 				d.put(s)
 			}
-			var err error
 			if s, err = d.take(ctx, expect, early, true); err != nil {
-				return spare{}, false, err
+				return spare{}, nil, false, err
 			}
 		}
+		// A reusable spare counts as stocked while it carries the handoff, so that a refill
+		// racing this handoff dials none for it.
+		together := d.reusable(s)
+		lend := func(n int64) {
+			if together {
+				d.lent.Add(n)
+			}
+		}
+		lend(1)
+		ext := Ext{}
+		if !d.o.V1Only {
+			ext = Ext{RelayConnID: connID, Reuse: true, Quiet: together && s.ext.Quiet && s.ext.Relayed && !d.o.SyncAcks}
+		}
+		offer, err := OfferFrameExt(token, service, connID, ext)
+		if err != nil {
+			lend(-1)
+			d.put(s)
+			return spare{}, nil, false, err
+		}
 		msg := token
-		if s.ext.Reuse && !d.o.V1Only {
+		if together {
 			msg = append(append(make([]byte, 0, len(token)+len(offer)), token...), offer...)
 		}
 		s.c.SetWriteDeadline(time.Now().Add(d.o.AckTimeout))
 		n, oobn, err := s.c.WriteMsgUnix(msg, oob, nil)
 		if err == nil && n == len(msg) && oobn == len(oob) {
-			return s, len(msg) > len(token), nil
+			if together {
+				offer = nil
+			}
+			return s, offer, ext.Quiet, nil
 		}
+		lend(-1)
 		s.c.Close()
 		if n > 0 || err == nil {
 			// Part of the message went out, perhaps with the fd: the backend sees a short
 			// message and must reject it. Never send the fd a second time.
-			return spare{}, false, fmt.Errorf("sendmsg wrote %d of %d bytes: %v", n, len(msg), err)
+			return spare{}, nil, false, fmt.Errorf("sendmsg wrote %d of %d bytes: %v", n, len(msg), err)
 		}
 		last = fmt.Errorf("sendmsg: %w", err)
 	}
-	return spare{}, false, last
+	return spare{}, nil, false, last
 }
+
+// reusable: s carries our exchanges, token and offer in one message, and is kept after.
+func (d *Dispatcher) reusable(s spare) bool { return s.ext.Reuse && !d.o.V1Only }
 
 // relayFrame is the handoff-ready EVENT the broker relays to the client (v1).
 func relayFrame(token []byte, connID uint64) ([]byte, error) {

@@ -16,6 +16,9 @@ import (
 // Ack field 17 (varint 1), reuse: the backend reads another exchange on this connection.
 // Offer and ack field 18 (varint 1), probe (probe.go): the broker asks, on a fresh spare
 // and without a client, what the backend would answer; an ext backend echoes it.
+// Offer field 19 (varint 1), quiet: with relay and reuse, the backend acks only a
+// decline, and then closes the connection; an accepted exchange gets no answer at all.
+// Ack field 19 (varint 1), in the answer to a probe: the backend honours quiet.
 //
 // What an ext ack proves, per connection (the broker remembers it on the spare):
 //   - reuse acked: the backend reads exactly the 16 token bytes, so the next exchange
@@ -26,6 +29,10 @@ import (
 //     early data (wire.CapEarlyData, ours), and the handoff goes only over such a
 //     connection. Whoever reads those bytes has told the client so; a client that saw no
 //     EVENT resends them through backend_pipe.
+//   - quiet echoed by the probe: the broker sends quiet offers on that connection and
+//     reads nothing back after an accepted one, which spares both processes a write, a
+//     read and the wake-ups they cause. A decline still arrives, as an ack and a close,
+//     and is noticed when the spare is next taken (lazy.go).
 //
 // Early data rides with the Hello: a client that sets bit 1 writes it in the same write
 // as the Hello, and the broker reads exactly one frame, so it waits unread. Hence the
@@ -36,6 +43,7 @@ const (
 	fieldRelay protowire.Number = 16
 	fieldReuse protowire.Number = 17
 	fieldProbe protowire.Number = 18
+	fieldQuiet protowire.Number = 19
 )
 
 // Ext is what an offer asks or an ack answers beyond v1.
@@ -44,10 +52,13 @@ type Ext struct {
 	Relayed     bool   // ack only
 	Reuse       bool
 	Probe       bool // a capability probe (probe.go), not a handoff
+	Quiet       bool // offer: ack only a decline; probe answer: quiet honoured
 }
 
-// appendExt appends the extension fields, encoded as unknown fields of an offer or ack.
-func appendExt(b []byte, relay uint64, reuse, probe bool) []byte {
+// appendExt appends the extension fields, encoded as unknown fields of an offer or ack;
+// relay is the offer's connection id or the ack's 1.
+func appendExt(b []byte, relay uint64, e Ext) []byte {
+	reuse, probe, quiet := e.Reuse, e.Probe, e.Quiet
 	if relay != 0 {
 		b = protowire.AppendTag(b, fieldRelay, protowire.VarintType)
 		b = protowire.AppendVarint(b, relay)
@@ -60,12 +71,16 @@ func appendExt(b []byte, relay uint64, reuse, probe bool) []byte {
 		b = protowire.AppendTag(b, fieldProbe, protowire.VarintType)
 		b = protowire.AppendVarint(b, 1)
 	}
+	if quiet {
+		b = protowire.AppendTag(b, fieldQuiet, protowire.VarintType)
+		b = protowire.AppendVarint(b, 1)
+	}
 	return b
 }
 
 // parseExt reads the extension fields from a message's unknown fields; field 16 is
-// returned raw.
-func parseExt(b []byte) (relay uint64, reuse, probe bool) {
+// returned raw, e has the flags.
+func parseExt(b []byte) (relay uint64, e Ext) {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -81,9 +96,11 @@ func parseExt(b []byte) (relay uint64, reuse, probe bool) {
 			case fieldRelay:
 				relay = v
 			case fieldReuse:
-				reuse = v == 1
+				e.Reuse = v == 1
 			case fieldProbe:
-				probe = v == 1
+				e.Probe = v == 1
+			case fieldQuiet:
+				e.Quiet = v == 1
 			}
 			b = b[m:]
 			continue

@@ -19,12 +19,21 @@ import (
 // fd and offer and returns at once; the ack waits in the spare's socket and is read
 // before the spare carries its next offer, or by Run's maintenance pass. A decline found
 // then is logged and counted (the client has fallen back to backend_pipe by itself).
+//
+// A quiet exchange (ext.go) goes further: the backend answers only a decline, so no
+// ack is read after an accepted one. Before the spare is used again, one read that
+// finds nothing (EAGAIN) settles it; a decline found there is counted as above. The
+// spare may carry the next exchange before the backend has even read the previous one:
+// it reads them in order, and if it declines the first it closes the connection, the
+// descriptor queued behind is closed with it, and that client sees EOF and falls back.
 
-// lazyAck is the exchange whose ack is still queued on a spare.
+// lazyAck is the exchange whose ack is still queued on a spare (or, quiet, would be
+// queued if it was declined).
 type lazyAck struct {
 	token  []byte
 	connID uint64
 	sent   time.Time
+	quiet  bool
 }
 
 // errNoLazyAck: the backend did not answer a lazy exchange within AckTimeout.
@@ -32,22 +41,25 @@ var errNoLazyAck = errors.New("no ack for a handoff sent without waiting")
 
 // settle reads the ack queued on s. With wait false it only reads an ack that is already
 // there, in one system call (ready false: not there yet, s untouched). ok: accepted, s
-// is reusable and its ack cleared; s.quiet says nothing followed the ack. Otherwise s is
+// is reusable and its ack cleared; s.checked says nothing followed the ack. Otherwise s is
 // closed and the failure logged and counted.
 func (d *Dispatcher) settle(s *spare, wait bool) (ready, ok bool) {
 	a := s.ack
 	var body []byte
 	var err error
-	if wait {
+	if wait && !a.quiet {
 		s.c.SetReadDeadline(a.sent.Add(d.o.AckTimeout))
 		body, err = wire.ReadFrameBody(s.c, maxControlBody)
 	} else {
 		var again bool
 		body, again, err = d.tryAck(s)
-		if again {
-			if time.Since(a.sent) < d.o.AckTimeout {
-				return false, false
-			}
+		switch {
+		case again && a.quiet:
+			s.checked = true // not declined so far: nothing to read
+			return true, true
+		case again && time.Since(a.sent) < d.o.AckTimeout:
+			return false, false
+		case again:
 			err = errNoLazyAck
 		}
 	}
@@ -64,7 +76,7 @@ func (d *Dispatcher) settle(s *spare, wait bool) (ready, ok bool) {
 		return true, false
 	}
 	s.c.SetReadDeadline(time.Time{})
-	s.ack, s.ext, s.quiet = nil, got, !wait
+	s.ack, s.ext, s.checked = nil, got, !wait
 	return true, true
 }
 
@@ -149,10 +161,15 @@ func (d *Dispatcher) settlePool() {
 	}
 	clear(d.pool[len(keep):])
 	d.pool = keep
+	d.settling = len(pending)
 	d.mu.Unlock()
 	for _, s := range pending {
-		if ready, ok := d.settle(&s, false); ok || !ready {
-			s.quiet = false // it may sit in the pool for a while: take polls it
+		ready, ok := d.settle(&s, false)
+		d.mu.Lock()
+		d.settling--
+		d.mu.Unlock()
+		if ok || !ready {
+			s.checked = false // it may sit in the pool for a while: take polls it
 			d.put(s)
 		}
 	}

@@ -14,10 +14,11 @@ import (
 	"github.com/rpbroker/broker/internal/testutil"
 )
 
-// On a spare proven to relay and reuse, the broker sends without waiting for the ack.
-// A backend that declines such a handoff closes the client's fd unread (the client sees
-// EOF and falls back by itself); the broker counts the decline when it next takes that
-// spare, and never offers on it again.
+// On a spare proven to relay and reuse, the broker sends without waiting for the ack
+// (and, quiet, our SDK sends none unless it declines). A backend that declines such a
+// handoff closes the client's fd unread (the client sees EOF and falls back by itself);
+// the broker counts the decline when it next takes that spare, and never offers on it
+// again.
 func TestHandoffLazyAckDeclined(t *testing.T) {
 	dir := testutil.ShortDir(t)
 	be := handofftest.Start(t, handofftest.Alternate, dir, -1) // accepts, declines, accepts...
@@ -36,7 +37,7 @@ func TestHandoffLazyAckDeclined(t *testing.T) {
 	readRelay(t, cc, tok, 1)
 	echoRoundTrip(t, cc, "sync")
 	cc.Close()
-	if st := d.Stats(); st.Lazy != 1 || st.Probes != 1 || !d.EarlyData() {
+	if st := d.Stats(); st.Lazy != 1 || st.Quiet != 1 || st.Probes != 1 || !d.EarlyData() {
 		t.Fatalf("after the first handoff: %+v, early data %v", st, d.EarlyData())
 	}
 
@@ -53,7 +54,7 @@ func TestHandoffLazyAckDeclined(t *testing.T) {
 		t.Fatalf("declined client got %q, %v; want EOF or reset, nothing read", b, err)
 	}
 	cc.Close()
-	if st := d.Stats(); st.Lazy != 2 {
+	if st := d.Stats(); st.Lazy != 2 || st.Quiet != 2 {
 		t.Fatalf("not sent lazily: %+v", st)
 	}
 

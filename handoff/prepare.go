@@ -10,16 +10,13 @@ import (
 // Negotiated write failed); Run's pass puts it back into the pool after that.
 const heldMax = time.Second
 
-// Prepared is a handoff made ready before Negotiated is written (Prepare): the offer is
-// encoded and a spare taken, its lazy ack read, so that after Negotiated only the sendmsg
-// is left.
+// Prepared is a handoff made ready before Negotiated is written (Prepare): a spare is
+// taken, its lazy ack read, so that after Negotiated only the sendmsg is left.
 type Prepared struct {
 	token   []byte
 	connID  uint64
 	service string
 	early   bool
-	offer   []byte
-	ext     Ext
 }
 
 // Prepare readies the handoff of the Negotiated carrying token and connID, without
@@ -27,16 +24,13 @@ type Prepared struct {
 // costs nothing but a spare held for heldMax.
 func (d *Dispatcher) Prepare(ctx context.Context, token []byte, connID uint64, service string, early bool) *Prepared {
 	p := &Prepared{token: token, connID: connID, service: service, early: early}
-	if !d.o.V1Only {
-		p.ext = Ext{RelayConnID: connID, Reuse: true}
-	}
-	if offer, err := OfferFrameExt(token, service, connID, p.ext); err == nil {
-		p.offer = offer
-	}
 	expect, ok := d.expect()
 	if !ok {
 		return p
 	}
+	// Stocked while it moves from the pool to held (dispatcher.go, stocked).
+	d.lent.Add(1)
+	defer d.lent.Add(-1)
 	s, err := d.take(ctx, expect, early, false)
 	if err != nil {
 		return p

@@ -52,3 +52,32 @@ func TestHandoffPrepared(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Spares that carry a handoff come back to the pool: a refill racing a handoff (Run
+// woken by a kick, or its tick) must not dial a spare for each one in use, only to
+// close the surplus when it returns. Prepared handoffs, as the broker makes them, one
+// after another: the pool is dialled once.
+func TestHandoffNoSurplusDials(t *testing.T) {
+	dir := testutil.ShortDir(t)
+	be := handofftest.Start(t, handofftest.Echo, dir, -1)
+	p := newPairs(t, dir)
+	d := handoff.New(handoff.Options{Endpoint: be.Handoff, ExpectPID: pidOf(be), Spares: 2, Log: zerolog.Nop()})
+	run(t, d)
+	waitSpares(t, d, 2)
+	ctx := context.Background()
+	for i := range 300 {
+		bc, cc := p.pair()
+		id := uint64(i + 1)
+		tok := d.Issue()
+		pr := d.Prepare(ctx, tok, id, "svc", true)
+		d.Kick() // a refill pass while the spare is out, as a concurrent handoff's kick would
+		if err := d.HandoffPrepared(ctx, bc, pr); err != nil {
+			t.Fatal(err)
+		}
+		readRelay(t, cc, tok, id)
+		cc.Close()
+	}
+	if st := d.Stats(); st.Dials != 2 || st.Handoffs != 300 {
+		t.Fatalf("stats %+v: want the 2 spares dialled once, reused 300 times", st)
+	}
+}

@@ -59,7 +59,7 @@ func (d *Dispatcher) markV1(pid, expect int) {
 func (d *Dispatcher) probe(ctx context.Context, c *net.UnixConn) (Ext, error) {
 	d.probes.Add(1)
 	var tok [TokenLen]byte
-	offer, err := OfferFrameExt(tok[:], "", 0, Ext{RelayConnID: probeRelayID, Reuse: true, Probe: true})
+	offer, err := OfferFrameExt(tok[:], "", 0, Ext{RelayConnID: probeRelayID, Reuse: true, Probe: true, Quiet: true})
 	if err != nil {
 		return Ext{}, err
 	}
@@ -98,12 +98,12 @@ func ParseProbeAck(body []byte) (Ext, error) {
 	if err != nil {
 		return Ext{}, fmt.Errorf("%w: %w", errNotExt, err)
 	}
-	relayed, reuse, echoed := parseExt(ack.Unknown)
-	if ack.Accepted || !echoed || relayed != 1 || !reuse {
+	relayed, e := parseExt(ack.Unknown)
+	if ack.Accepted || !e.Probe || relayed != 1 || !e.Reuse {
 		return Ext{}, fmt.Errorf("answered accepted=%v probe=%v relayed=%v reuse=%v: %w",
-			ack.Accepted, echoed, relayed == 1, reuse, errNotExt)
+			ack.Accepted, e.Probe, relayed == 1, e.Reuse, errNotExt)
 	}
-	return Ext{Relayed: true, Reuse: true, Probe: true}, nil
+	return Ext{Relayed: true, Reuse: true, Probe: true, Quiet: e.Quiet}, nil
 }
 
 // dialSpare dials a spare for the pool and, for a backend not known as v1, proves it by

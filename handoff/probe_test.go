@@ -12,6 +12,8 @@ import (
 	"github.com/rpbroker/broker/handoff"
 	"github.com/rpbroker/broker/handoff/handofftest"
 	"github.com/rpbroker/broker/internal/testutil"
+	"github.com/rpbroker/broker/wire"
+	"github.com/rpbroker/broker/wire/wirepb"
 )
 
 // Run proves fresh spares by a probe: against our SDK the very first client is granted
@@ -31,10 +33,11 @@ func TestHandoffProbe(t *testing.T) {
 		v1Only bool
 		early  bool // EarlyData() at once; the first handoff is early
 		probes uint64
+		quiet  uint64 // handoffs sent quiet (no ack unless declined)
 	}{
-		{"sdk backend: first client granted", echo, false, true, 1},
-		{"v1 backend: declined once, plain handoffs", v1, false, false, 1},
-		{"v1-only dispatcher: no probe", echo, true, false, 0},
+		{"sdk backend: first client granted", echo, false, true, 1, 5},
+		{"v1 backend: declined once, plain handoffs", v1, false, false, 1, 0},
+		{"v1-only dispatcher: no probe", echo, true, false, 0, 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,8 +85,8 @@ func TestHandoffProbe(t *testing.T) {
 			if tc.early {
 				wantProbes = st.Dials
 			}
-			if st.Probes != wantProbes || st.Failures != map[bool]uint64{true: 0, false: 1}[tc.early] {
-				t.Fatalf("stats %+v, want %d probes", st, wantProbes)
+			if st.Probes != wantProbes || st.Failures != map[bool]uint64{true: 0, false: 1}[tc.early] || st.Quiet != tc.quiet {
+				t.Fatalf("stats %+v, want %d probes, %d quiet", st, wantProbes, tc.quiet)
 			}
 			if tc.be == v1 {
 				if st.Dials < 7 {
@@ -94,5 +97,22 @@ func TestHandoffProbe(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A probe answer proves quiet only when it echoes it: an ext backend that does not know
+// quiet (no field 19) still gets lazy acks, just not quiet offers.
+func TestParseProbeAckQuiet(t *testing.T) {
+	zero := make([]byte, handoff.TokenLen)
+	for _, quiet := range []bool{false, true} {
+		b, err := handoff.AckFrameExt(wirepb.FrameKind_RESPONSE, 0, &wirepb.HandoffAck{Token: zero, ErrorDetail: "capability probe"},
+			handoff.Ext{Relayed: true, Reuse: true, Probe: true, Quiet: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := handoff.ParseProbeAck(b[wire.HeaderLen:])
+		if err != nil || got != (handoff.Ext{Relayed: true, Reuse: true, Probe: true, Quiet: quiet}) {
+			t.Fatalf("answer with quiet=%v parsed as %+v, %v", quiet, got, err)
+		}
 	}
 }

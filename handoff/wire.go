@@ -34,7 +34,7 @@ func OfferFrameExt(token []byte, service string, correlationID uint64, ext Ext) 
 		return nil, fmt.Errorf("encode HandoffOffer: service name is not valid UTF-8")
 	}
 	payload := wire.AppendOffer(make([]byte, 0, 64+len(service)), &wire.Offer{Token: token, Service: service,
-		CorrelationID: correlationID, Unknown: appendExt(nil, ext.RelayConnID, ext.Reuse, ext.Probe)})
+		CorrelationID: correlationID, Unknown: appendExt(nil, ext.RelayConnID, ext)})
 	return wire.AppendEnvelope(make([]byte, 0, 32+len(payload)), wirepb.FrameKind_REQUEST, wire.ProtoHandoff, correlationID, payload), nil
 }
 
@@ -60,8 +60,9 @@ func ParseOffer(body []byte) (Offer, error) {
 	if err != nil {
 		return Offer{}, fmt.Errorf("offer: %w", err)
 	}
-	relay, reuse, probe := parseExt(o.Unknown)
-	return Offer{Offer: o, RequestID: f.RequestID, Ext: Ext{RelayConnID: relay, Reuse: reuse, Probe: probe}}, nil
+	relay, ext := parseExt(o.Unknown)
+	ext.RelayConnID = relay
+	return Offer{Offer: o, RequestID: f.RequestID, Ext: ext}, nil
 }
 
 // AckFrame encodes a framed HandoffAck of the given kind: RESPONSE from the backend to
@@ -80,7 +81,7 @@ func AckFrameExt(kind wirepb.FrameKind, requestID uint64, ack *wirepb.HandoffAck
 		relay = 1
 	}
 	payload := wire.AppendAck(make([]byte, 0, 48+len(ack.ErrorDetail)), &wire.Ack{Token: ack.Token, Accepted: ack.Accepted,
-		Detail: ack.ErrorDetail, CorrelationID: ack.CorrelationId, Unknown: appendExt(nil, relay, ext.Reuse, ext.Probe)})
+		Detail: ack.ErrorDetail, CorrelationID: ack.CorrelationId, Unknown: appendExt(nil, relay, ext)})
 	return wire.AppendEnvelope(make([]byte, 0, 32+len(payload)), kind, wire.ProtoHandoff, requestID, payload), nil
 }
 
@@ -97,8 +98,9 @@ func ParseAckExt(body []byte, kind wirepb.FrameKind, token []byte, correlationID
 	if err != nil {
 		return Ext{}, err
 	}
-	relayed, reuse, probe := parseExt(ack.Unknown)
-	return Ext{Relayed: relayed == 1, Reuse: reuse, Probe: probe}, nil
+	relayed, ext := parseExt(ack.Unknown)
+	ext.Relayed = relayed == 1
+	return ext, nil
 }
 
 func parseAck(body []byte, kind wirepb.FrameKind, token []byte, correlationID uint64) (wire.Ack, error) {

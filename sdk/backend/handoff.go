@@ -2,8 +2,8 @@ package backend
 
 import (
 	"bytes"
-	"encoding/binary"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -41,8 +41,8 @@ const seenTokens = 4096
 
 // Our extensions (handoff/ext.go), used only when the broker's offer asks for them:
 // the backend writes the handoff-ready EVENT to the client itself right after adopting
-// the fd (one hop less for the client), and keeps the connection for further exchanges
-// (no dial per handoff). On a reused connection the broker may send the token and the
+// the fd (one hop less for the client), keeps the connection for further exchanges (no
+// dial per handoff) and, quiet, acks only a decline. On a reused connection the broker may send the token and the
 // offer in one message: recvToken then gets both in one read; a v1 broker's separate
 // offer waits in the socket.
 //
@@ -52,11 +52,13 @@ const seenTokens = 4096
 // already buffered; a client that never saw the EVENT knows nobody read them.
 
 // serveHandoff runs one handoff connection: receive, validate, ack, then serve the
-// client. A v1 exchange serves the client on this goroutine (no extra hop); a reused
-// connection starts the handler on spawn and waits for the next exchange. When this
-// backend relayed the EVENT, the client waits and the broker does not: the client is
-// served on this goroutine at once, and the ack and the next exchange continue on spawn.
-// A connection that never gets a token (a spare the broker did not use) ends with ctx.
+// client. A v1 exchange serves the client on this goroutine (no extra hop). On a reused
+// connection the handler starts on spawn and this goroutine, its stack already grown
+// for the exchange, writes the ack (when one is due) and waits for the next exchange:
+// after a relayed handoff the client is waiting and the broker is not, so the handler
+// runs as soon as this goroutine parks. A quiet exchange (handoff/ext.go) is not acked
+// at all. A connection that never gets a token (a spare the broker did not use) ends
+// with ctx.
 func (s *Server) serveHandoff(ctx context.Context, c *net.UnixConn, h Handler, open *connSet, spawn func(func())) {
 	for {
 		client, reuse, ack, err := s.receiveHandoff(ctx, c)
@@ -76,36 +78,29 @@ func (s *Server) serveHandoff(ctx context.Context, c *net.UnixConn, h Handler, o
 			defer client.Close()
 			h(ctx, client)
 		}
-		switch {
-		case ack != nil:
-			spawn(func() {
-				c.SetWriteDeadline(time.Now().Add(offerTimeout))
-				_, err := c.Write(ack)
-				if err != nil || !reuse {
-					c.Close()
-					if err != nil {
-						s.report(fmt.Errorf("backend %s: handoff: write ack: %w", s.opts.HandoffEndpoint, err))
-					}
-					return
-				}
-				c.SetWriteDeadline(time.Time{})
-				s.serveHandoff(ctx, c, h, open, spawn)
-			})
-			serve()
-			return
-		case !reuse:
+		if !reuse {
 			c.Close()
 			serve()
 			return
 		}
 		spawn(serve)
+		if ack != nil {
+			c.SetWriteDeadline(time.Now().Add(offerTimeout))
+			if _, err := c.Write(ack); err != nil {
+				c.Close()
+				s.report(fmt.Errorf("backend %s: handoff: write ack: %w", s.opts.HandoffEndpoint, err))
+				return
+			}
+			c.SetWriteDeadline(time.Time{})
+		}
 	}
 }
 
 // receiveHandoff returns the adopted client connection and whether the broker will send
 // another exchange on c, or an error after declining (the received fd is closed on every
-// error path). When it relayed the EVENT, it returns the ack unwritten, for the caller
-// to write once the client is on its way.
+// error path; a decline is acked, also a quiet one, and ends the connection). When it
+// relayed the EVENT, it returns the ack unwritten, for the caller to write once the
+// client is on its way, or none for a quiet exchange.
 func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn) (net.Conn, bool, []byte, error) {
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
@@ -133,7 +128,7 @@ func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn) (net.Conn,
 	if ext.Probe && fd < 0 && isProbeToken(tok) && bytes.Equal(offer.Token, tok) {
 		return nil, true, nil, answerProbe(c, offer.RequestID, ack, ext)
 	}
-	var client net.Conn
+	var client, declined net.Conn
 	switch {
 	case ext.Probe:
 		ack.ErrorDetail = "malformed capability probe"
@@ -158,7 +153,7 @@ func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn) (net.Conn,
 			// Whoever reads the early bytes has told the client so; a client that saw no
 			// EVENT may send them again through backend_pipe.
 			if err := relay(client, tok, ext.RelayConnID); err != nil {
-				client.Close()
+				declined = client
 				client = nil
 				ack.ErrorDetail = "relay handoff-ready event: " + err.Error()
 				break
@@ -166,11 +161,22 @@ func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn) (net.Conn,
 			answer.Relayed = true
 		}
 	}
-	if fd >= 0 {
-		unix.Close(fd)
-	}
+	// A declined client is let go only once the decline is on its way to the broker: by
+	// the time that client sees EOF, the broker can read why.
+	defer func() {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		if declined != nil {
+			declined.Close()
+		}
+	}()
 	ack.Accepted = client != nil
 	answer.Reuse = ext.Reuse && ack.Accepted
+	if answer.Relayed && answer.Reuse && ext.Quiet {
+		c.SetReadDeadline(time.Time{})
+		return client, true, nil, nil // quiet: an accepted exchange is not acked
+	}
 	b, err := handoff.AckFrameExt(wirepb.FrameKind_RESPONSE, offer.RequestID, ack, answer)
 	if err == nil && answer.Relayed {
 		c.SetReadDeadline(time.Time{})
@@ -204,7 +210,7 @@ func isProbeToken(tok []byte) bool {
 // decline cannot be taken for it.
 func answerProbe(c *net.UnixConn, requestID uint64, ack *wirepb.HandoffAck, ext handoff.Ext) error {
 	ack.ErrorDetail = "capability probe"
-	answer := handoff.Ext{Relayed: ext.RelayConnID != 0, Reuse: ext.Reuse, Probe: true}
+	answer := handoff.Ext{Relayed: ext.RelayConnID != 0, Reuse: ext.Reuse, Probe: true, Quiet: ext.Quiet}
 	b, err := handoff.AckFrameExt(wirepb.FrameKind_RESPONSE, requestID, ack, answer)
 	if err == nil {
 		c.SetWriteDeadline(time.Now().Add(offerTimeout))

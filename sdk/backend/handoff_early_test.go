@@ -22,18 +22,24 @@ import (
 // sendmsg (what our broker does on a proven connection) and returns the raw ack body.
 func sendOne(t *testing.T, c *net.UnixConn, tok []byte, ext handoff.Ext, fd int) []byte {
 	t.Helper()
-	offer, err := handoff.OfferFrameExt(tok, "echo", 33, ext)
+	send(t, c, tok, tok, ext, fd)
+	body, err := wire.ReadFrameBody(c, 1024)
+	if err != nil {
+		t.Fatalf("no ack: %v", err)
+	}
+	return body
+}
+
+// send writes the token message with fd and an offer for offered, in one sendmsg.
+func send(t *testing.T, c *net.UnixConn, tok, offered []byte, ext handoff.Ext, fd int) {
+	t.Helper()
+	offer, err := handoff.OfferFrameExt(offered, "echo", 33, ext)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := c.WriteMsgUnix(append(append([]byte{}, tok...), offer...), unix.UnixRights(fd), nil); err != nil {
 		t.Fatal(err)
 	}
-	body, err := wire.ReadFrameBody(c, 1024)
-	if err != nil {
-		t.Fatalf("no ack: %v", err)
-	}
-	return body
 }
 
 // A v1 exchange whose token and offer share one message is the same byte stream: the
@@ -123,5 +129,59 @@ func TestHandoffOneMessage(t *testing.T) {
 				t.Fatalf("echo %q, %v", echoed, err)
 			}
 		})
+	}
+}
+
+// Quiet exchanges (ours): an accepted one gets no ack at all, so the next exchange on the
+// connection is answered first; a declined one is acked, and the backend hangs up.
+func TestHandoffQuiet(t *testing.T) {
+	dir := shortDir(t)
+	hep := filepath.Join(dir, "h.sock")
+	srv, _ := newServer(t, backend.Options{Endpoint: filepath.Join(dir, "be.sock"), HandoffEndpoint: hep})
+	serve(t, srv, echo)
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: hep, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+
+	quiet := handoff.Ext{RelayConnID: 9, Reuse: true, Quiet: true}
+	for range 2 { // back to back: nothing is read between them
+		cl, fd := clientPair(t)
+		tok := token()
+		send(t, c, tok, tok, quiet, fd)
+		unix.Close(fd)
+		if _, err := wire.ReadFrameBody(cl, 1024); err != nil {
+			t.Fatalf("no handoff-ready EVENT: %v", err)
+		}
+		echoRoundTripConn(t, cl)
+	}
+	// The first bytes on the handoff connection answer this acked exchange.
+	cl, fd := clientPair(t)
+	tok := token()
+	got, err := handoff.ParseAckExt(sendOne(t, c, tok, handoff.Ext{RelayConnID: 9, Reuse: true}, fd), wirepb.FrameKind_RESPONSE, tok, 33)
+	unix.Close(fd)
+	if err != nil || !got.Relayed || !got.Reuse {
+		t.Fatalf("first ack read: %+v, %v; want the third exchange's", got, err)
+	}
+	if _, err := wire.ReadFrameBody(cl, 1024); err != nil {
+		t.Fatalf("no handoff-ready EVENT: %v", err)
+	}
+
+	// A quiet decline is acked, and the connection ends.
+	_, fd = clientPair(t)
+	defer unix.Close(fd)
+	tok = token()
+	send(t, c, tok, token(), quiet, fd)
+	body, err := wire.ReadFrameBody(c, 1024)
+	if err != nil {
+		t.Fatalf("no ack for a quiet decline: %v", err)
+	}
+	if err := handoff.ParseAck(body, wirepb.FrameKind_RESPONSE, tok, 33); err == nil || !strings.Contains(err.Error(), "does not match") {
+		t.Fatalf("quiet decline: %v", err)
+	}
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("after a quiet decline: read %d, %v; want EOF", n, err)
 	}
 }

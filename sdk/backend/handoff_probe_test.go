@@ -20,11 +20,11 @@ import (
 )
 
 // probeOffer plays the broker's capability probe: the zero token alone, without a
-// descriptor unless fd >= 0, then the offer with relay, reuse and probe.
-func probeOffer(t *testing.T, c *net.UnixConn, fd int) []byte {
+// descriptor unless fd >= 0, then the offer with relay, reuse, probe and quiet if asked.
+func probeOffer(t *testing.T, c *net.UnixConn, fd int, quiet bool) []byte {
 	t.Helper()
 	tok := make([]byte, handoff.TokenLen)
-	offer, err := handoff.OfferFrameExt(tok, "", 0, handoff.Ext{RelayConnID: 1, Reuse: true, Probe: true})
+	offer, err := handoff.OfferFrameExt(tok, "", 0, handoff.Ext{RelayConnID: 1, Reuse: true, Probe: true, Quiet: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,9 +65,9 @@ func TestHandoffProbe(t *testing.T) {
 	}
 
 	c := dial()
-	for range 2 {
-		if got, err := handoff.ParseProbeAck(probeOffer(t, c, -1)); err != nil || !got.Relayed || !got.Reuse {
-			t.Fatalf("probe answer %+v, %v", got, err)
+	for _, quiet := range []bool{true, false} {
+		if got, err := handoff.ParseProbeAck(probeOffer(t, c, -1, quiet)); err != nil || !got.Relayed || !got.Reuse || got.Quiet != quiet {
+			t.Fatalf("probe (quiet %v) answer %+v, %v", quiet, got, err)
 		}
 	}
 	cl, fd := clientPair(t)
@@ -87,7 +87,7 @@ func TestHandoffProbe(t *testing.T) {
 	// A "probe" with a descriptor is declined as malformed.
 	_, fd2 := clientPair(t)
 	defer unix.Close(fd2)
-	body := probeOffer(t, dial(), fd2)
+	body := probeOffer(t, dial(), fd2, true)
 	if _, err := handoff.ParseProbeAck(body); err == nil {
 		t.Fatal("probe with a descriptor answered as a probe")
 	}
