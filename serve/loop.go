@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rpbroker/broker/internal/ctxsleep"
+	"github.com/rpbroker/broker/internal/stackgrow"
 	"github.com/rpbroker/broker/servicedef"
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
@@ -190,6 +191,7 @@ func (l *Loop) Run(ctx context.Context) error {
 			defer l.shared.open.Add(-1)
 			defer l.open.Add(-1)
 			defer conn.Close()
+			stackgrow.Grow() // the Hello and handoff paths need 8 KiB: one cheap copy now
 			l.serveConn(ctx, conn, s)
 		}()
 	}
