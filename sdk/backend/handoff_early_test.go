@@ -185,3 +185,36 @@ func TestHandoffQuiet(t *testing.T) {
 		t.Fatalf("after a quiet decline: read %d, %v; want EOF", n, err)
 	}
 }
+
+// An adopted client is non-blocking whatever the broker passed (a v1 broker may pass a
+// blocking descriptor), so the handler's reads park on the poller and honour deadlines.
+// The flag lives on the shared open file description: the test sees it on its copy.
+func TestHandoffAdoptsNonBlocking(t *testing.T) {
+	dir := shortDir(t)
+	hep := filepath.Join(dir, "h.sock")
+	srv, _ := newServer(t, backend.Options{Endpoint: filepath.Join(dir, "be.sock"), HandoffEndpoint: hep})
+	serve(t, srv, echo)
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: hep, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	for _, nonblocking := range []bool{false, true} {
+		cl, fd := clientPair(t)
+		if err := unix.SetNonblock(fd, nonblocking); err != nil {
+			t.Fatal(err)
+		}
+		tok := token()
+		send(t, c, tok, tok, handoff.Ext{RelayConnID: 9, Reuse: true, Quiet: true}, fd)
+		if _, err := wire.ReadFrameBody(cl, 1024); err != nil {
+			t.Fatalf("no handoff-ready EVENT: %v", err)
+		}
+		flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+		unix.Close(fd)
+		if err != nil || flags&unix.O_NONBLOCK == 0 {
+			t.Fatalf("passed non-blocking=%v: adopted flags %#x, %v; want O_NONBLOCK", nonblocking, flags, err)
+		}
+		echoRoundTripConn(t, cl)
+	}
+}
