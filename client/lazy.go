@@ -37,9 +37,10 @@ type lazyConn struct {
 	early []byte
 	until time.Time // end of the handoff wait
 
-	mu  sync.Mutex // held while settling
-	ev  []byte     // the EVENT's bytes read so far, and what followed in the same reads
-	err error      // sticky settling failure
+	mu  sync.Mutex     // held while settling
+	ev  []byte         // the EVENT's bytes read so far, and what followed in the same reads
+	buf [eventBuf]byte // ev's first backing array, allocated with the conn
+	err error          // sticky settling failure
 
 	rmu  sync.Mutex
 	rest []byte // bytes read behind the EVENT, served before the connection's
@@ -53,12 +54,15 @@ type lazyConn struct {
 }
 
 func newLazyConn(ctl *net.UnixConn, n *wirepb.Negotiated, early []byte, until time.Time) *lazyConn {
-	return &lazyConn{ctl: ctl, n: n, early: early, until: until, ev: make([]byte, 0, eventBuf)}
+	l := &lazyConn{ctl: ctl, n: n, early: early, until: until}
+	l.ev = l.buf[:0]
+	return l
 }
 
-// eventBuf is how much one read takes while settling: the EVENT and, often, the
-// backend's first reply behind it, in one system call.
-const eventBuf = 1024
+// eventBuf is how much one read takes while settling: the EVENT (about 60 bytes) and,
+// often, the start of the backend's first reply behind it, in one system call. A longer
+// reply is read on by the next Reads.
+const eventBuf = 192
 
 // conn settles if needed and returns the data connection; dl is the caller's deadline.
 func (l *lazyConn) conn(write bool) (net.Conn, error) {

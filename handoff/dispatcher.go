@@ -275,7 +275,10 @@ func (d *Dispatcher) fill(ctx context.Context) error {
 // stocked counts the spares that are pooled or will be back shortly: held by Prepare,
 // being settled by Run, or carrying a handoff on a connection its backend reuses. Below
 // Spares, a refill is due. Counting only the pool would dial a spare for each one in use
-// and close the surplus when it came back: a dial and a probe per handoff, at worst.
+// and close the surplus when it came back: a dial and a probe per handoff, at worst. A
+// refill can still land in the instant a spare moves between the pool, Prepare and a
+// handoff and dial one too many, which is closed when the spare returns: rare and
+// harmless.
 func (d *Dispatcher) stocked() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -404,7 +407,12 @@ func (d *Dispatcher) usable(s spare, expect int, now time.Time) bool {
 	if s.ack != nil || s.checked {
 		return true // quiet but for its ack, which settle reads (or just read)
 	}
-	rc, err := s.c.SyscallConn()
+	return silent(s.c)
+}
+
+// silent reports whether nothing can be read from c, not even EOF, without reading.
+func silent(c *net.UnixConn) bool {
+	rc, err := c.SyscallConn()
 	if err != nil {
 		return false
 	}

@@ -51,17 +51,26 @@ func (d *Dispatcher) settle(s *spare, wait bool) (ready, ok bool) {
 		s.c.SetReadDeadline(a.sent.Add(d.o.AckTimeout))
 		body, err = wire.ReadFrameBody(s.c, maxControlBody)
 	} else {
+		if a.quiet && silent(s.c) {
+			s.checked = true // not declined so far: nothing to read
+			return true, true
+		}
 		var again bool
 		body, again, err = d.tryAck(s)
 		switch {
 		case again && a.quiet:
-			s.checked = true // not declined so far: nothing to read
+			s.checked = true
 			return true, true
 		case again && time.Since(a.sent) < d.o.AckTimeout:
 			return false, false
 		case again:
 			err = errNoLazyAck
 		}
+	}
+	if a.quiet && errors.Is(err, io.EOF) {
+		// Hung up without declining: the backend is going away, nothing failed.
+		s.c.Close()
+		return true, false
 	}
 	if err != nil {
 		d.lateFailure(s, fmt.Errorf("read ack: %w", err))
@@ -147,13 +156,16 @@ func (d *Dispatcher) lateFailure(s *spare, err error) {
 }
 
 // settlePool reads the acks queued on pooled spares (Run's maintenance pass), so that a
-// decline is counted even when the spare is not used again soon.
+// decline is counted even when the spare is not used again soon. A quiet spare is taken
+// out only when something came (a decline, or a hang-up): polling it in place keeps the
+// silent ones available, where taking them all out for the pass would leave a
+// concurrent early handoff without a proven spare.
 func (d *Dispatcher) settlePool() {
 	d.mu.Lock()
 	var pending []spare
 	keep := d.pool[:0]
 	for _, s := range d.pool {
-		if s.ack != nil {
+		if s.ack != nil && (!s.ack.quiet || !silent(s.c)) {
 			pending = append(pending, s)
 		} else {
 			keep = append(keep, s)

@@ -70,3 +70,34 @@ func TestHandoffLazyAckDeclined(t *testing.T) {
 		t.Fatalf("stats %+v: want the lazy decline counted", st)
 	}
 }
+
+// A quiet spare whose backend hangs up without declining (it exited) is dropped when
+// next taken, and nothing is counted as failed: its last handoff was accepted.
+func TestHandoffQuietHangUpIsNoFailure(t *testing.T) {
+	dir := testutil.ShortDir(t)
+	be := handofftest.Start(t, handofftest.Echo, dir, -1)
+	p := newPairs(t, dir)
+	d := handoff.New(handoff.Options{Endpoint: be.Handoff, ExpectPID: pidOf(be), Spares: 1, Log: zerolog.Nop()})
+	run(t, d)
+	waitSpares(t, d, 1)
+	bc, cc := p.pair()
+	tok := d.Issue()
+	if err := d.Handoff(context.Background(), bc, tok, 1, "svc", true); err != nil {
+		t.Fatal(err)
+	}
+	readRelay(t, cc, tok, 1)
+	cc.Close()
+	if err := be.Cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	be.Cmd.Wait()
+
+	bc, cc = p.pair()
+	defer cc.Close()
+	if err := d.Handoff(context.Background(), bc, d.Issue(), 2, "svc", true); !errors.Is(err, handoff.ErrNoRelaySpare) {
+		t.Fatalf("handoff after the backend exited: %v, want ErrNoRelaySpare", err)
+	}
+	if st := d.Stats(); st.Quiet != 1 || st.LateFailures != 0 || st.Handoffs != 1 {
+		t.Fatalf("stats %+v: the accepted quiet handoff must stay counted as one", st)
+	}
+}

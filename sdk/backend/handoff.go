@@ -60,8 +60,9 @@ const seenTokens = 4096
 // at all. A connection that never gets a token (a spare the broker did not use) ends
 // with ctx.
 func (s *Server) serveHandoff(ctx context.Context, c *net.UnixConn, h Handler, open *connSet, spawn func(func())) {
+	bufs := new(recvBufs) // reused: nothing of an exchange is kept past it
 	for {
-		client, reuse, ack, err := s.receiveHandoff(ctx, c)
+		client, reuse, ack, err := s.receiveHandoff(ctx, c, bufs)
 		if err != nil {
 			c.Close()
 			if ctx.Err() == nil && !errors.Is(err, io.EOF) {
@@ -101,11 +102,11 @@ func (s *Server) serveHandoff(ctx context.Context, c *net.UnixConn, h Handler, o
 // error path; a decline is acked, also a quiet one, and ends the connection). When it
 // relayed the EVENT, it returns the ack unwritten, for the caller to write once the
 // client is on its way, or none for a quiet exchange.
-func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn) (net.Conn, bool, []byte, error) {
+func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn, bufs *recvBufs) (net.Conn, bool, []byte, error) {
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	tok, fd, rest, err := recvToken(c)
+	tok, fd, rest, err := recvToken(c, bufs)
 	if err != nil {
 		return nil, false, nil, err
 	}
@@ -270,6 +271,15 @@ func readOffer(c *net.UnixConn, rest []byte) ([]byte, error) {
 	return body, err
 }
 
+// recvBufs are one handoff connection's receive buffers.
+type recvBufs struct {
+	data [recvBuf]byte
+	oob  [oobBuf]byte
+}
+
+// oobBuf holds the control message of maxPassedFDs descriptors: unix.CmsgSpace(4*4).
+const oobBuf = 32
+
 // recvBuf bounds one token read: the 16 token bytes plus an offer frame sent in the same
 // message (ext), so the offer usually costs no further read.
 const recvBuf = 1024
@@ -279,9 +289,8 @@ const recvBuf = 1024
 // after the token in the same read: the start of the offer when the broker sent both in
 // one message. A read never runs past the message that carries descriptors, so a v1
 // broker's separate offer stays in the socket.
-func recvToken(c *net.UnixConn) (tok []byte, fd int, rest []byte, err error) {
-	buf := make([]byte, recvBuf)
-	oob := make([]byte, unix.CmsgSpace(4*maxPassedFDs))
+func recvToken(c *net.UnixConn, bufs *recvBufs) (tok []byte, fd int, rest []byte, err error) {
+	buf, oob := bufs.data[:], bufs.oob[:]
 	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
 	fds := rights(oob[:oobn])
 	fd = -1
