@@ -83,6 +83,9 @@ func (o *options) connectOnce(ctx context.Context, socket, service, version stri
 	if askEarly {
 		h.ClientCapabilities |= wire.CapEarlyData
 	}
+	if o.handoff {
+		h.ClientCapabilities |= wire.CapWriteAhead
+	}
 	f, err := NewHelloFrame(h)
 	if err != nil {
 		return nil, nil, err
@@ -105,9 +108,17 @@ func (o *options) connectOnce(ctx context.Context, socket, service, version stri
 		pending = nil // on the control connection already, unread so far
 	}
 	if o.handoff && len(n.HandlePassedToken) == 16 && n.ServerCapabilities&wire.CapHandlePassing != 0 {
-		if askEarly && n.ServerCapabilities&wire.CapEarlyData != 0 {
-			// The EVENT is settled by the first Read or Write (lazy.go).
-			return newLazyConn(conn, n, o.early, o.deadline(ctx)), n, nil
+		early := askEarly && n.ServerCapabilities&wire.CapEarlyData != 0
+		if early || (!askEarly && n.ServerCapabilities&wire.CapWriteAhead != 0) {
+			// The EVENT is settled by the first Read, or the first Write that may not go
+			// ahead of it (lazy.go).
+			l := newLazyConn(conn, n, o.deadline(ctx), n.ServerCapabilities&wire.CapWriteAhead != 0)
+			if early {
+				l.early = o.early // with the Hello already
+			} else if err := writeEarly(l, pending); err != nil { // over MaxEarlyData: settles first
+				return nil, nil, err
+			}
+			return l, n, nil
 		}
 		ok, late := adopt(conn, n, o.deadline(ctx))
 		switch {

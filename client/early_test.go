@@ -73,6 +73,10 @@ func TestConnectEarlyData(t *testing.T) {
 				c.Close()
 				testutil.WaitFor(t, "priming handoff done", func() bool { st := d.Stats(); return st.Handoffs+st.Failures == 1 })
 			}
+			var st0 handoff.Stats // what priming counted (it may have been granted write-ahead)
+			if d != nil {
+				st0 = d.Stats()
+			}
 			c, n, err := client.Connect(ctx, b.path, service, version, tc.opts...)
 			if err != nil {
 				t.Fatal(err)
@@ -108,10 +112,10 @@ func TestConnectEarlyData(t *testing.T) {
 			}
 			if tc.granted && !tc.adopted {
 				// The decline may be read lazily, on Run's next pass.
-				testutil.WaitFor(t, "decline counted", func() bool { return d.Stats().Failures == 1 })
+				testutil.WaitFor(t, "decline counted", func() bool { return d.Stats().Failures == st0.Failures+1 })
 			}
-			if st := d.Stats(); tc.granted != (st.Early == 1) || (tc.granted && !tc.adopted && st.Failures != 1) {
-				t.Fatalf("stats %+v", st)
+			if st := d.Stats(); tc.granted != (st.Early == st0.Early+1) || (tc.granted && !tc.adopted && st.Failures != st0.Failures+1) {
+				t.Fatalf("stats %+v after priming %+v", st, st0)
 			}
 		})
 	}
@@ -139,5 +143,81 @@ func TestConnectEarlyDataRefused(t *testing.T) {
 	got, err := io.ReadAll(c)
 	if err != nil || string(got) != "only" {
 		t.Fatalf("backend echoed %q, %v; want %q", got, err, "only")
+	}
+}
+
+// Write-ahead (bit 2, ours): a WithHandoff client whose broker can hand it to a backend
+// proven to relay gets Connect back at Negotiated and writes at once; what it wrote
+// reaches the backend exactly once, on the adopted connection or, declined, through
+// backend_pipe. Without a proven backend the same client gets a plain token and waits
+// for the EVENT, as v1 does.
+func TestConnectWriteAhead(t *testing.T) {
+	dir := testutil.ShortDir(t)
+	modes := []string{handofftest.Echo, handofftest.Alternate, handofftest.V1}
+	bes := map[string]*handofftest.Backend{}
+	for _, m := range modes {
+		bes[m] = handofftest.Spawn(t, m, dir, -1)
+	}
+	for _, m := range modes {
+		bes[m].Ready(t)
+	}
+	cases := []struct {
+		name    string
+		mode    string
+		ho      handoff.Options
+		prime   bool // one handoff first (Alternate then declines the next)
+		granted bool
+		adopted bool
+	}{
+		{"granted and adopted", handofftest.Echo, handoff.Options{}, false, true, true},
+		{"granted, backend declines: via backend_pipe", handofftest.Alternate, handoff.Options{}, true, true, false},
+		{"v1 backend: plain token, adopted after the EVENT", handofftest.V1, handoff.Options{}, false, false, true},
+		{"v1-only broker: plain token, adopted after the EVENT", handofftest.Echo, handoff.Options{V1Only: true}, false, false, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			be := bes[tc.mode]
+			b := startBroker(t, be, brokerOpts{handoff: true, ho: tc.ho})
+			d := b.rb.Dispatcher()
+			if tc.granted {
+				testutil.WaitFor(t, "a proven spare", d.EarlyData)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if tc.prime {
+				c, _, err := client.Connect(ctx, b.path, service, version, client.WithHandoff())
+				if err != nil {
+					t.Fatal(err)
+				}
+				roundTrip(t, c, "prime")
+				c.Close()
+			}
+			c, n, err := client.Connect(ctx, b.path, service, version, client.WithHandoff())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if got := n.ServerCapabilities&wire.CapWriteAhead != 0; got != tc.granted || len(n.HandlePassedToken) != 16 {
+				t.Fatalf("capabilities %#x, token %x: want a token, write-ahead granted %v", n.ServerCapabilities, n.HandlePassedToken, tc.granted)
+			}
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			for _, w := range []string{"one|", "two"} {
+				if _, err := c.Write([]byte(w)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.(interface{ CloseWrite() error }).CloseWrite()
+			got, err := io.ReadAll(c)
+			if err != nil || string(got) != "one|two" {
+				t.Fatalf("backend echoed %q, %v; want what was written, once", got, err)
+			}
+			want := be.Endpoint
+			if tc.adopted {
+				want = b.path
+			}
+			if got := connectedTo(c); got != want {
+				t.Fatalf("connected to %s, want %s", got, want)
+			}
+		})
 	}
 }

@@ -15,15 +15,22 @@ import (
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 
-// lazyConn is what Connect returns when the broker granted early data, the early bytes
-// having gone out with the Hello on the control connection: the handoff-ready EVENT is not waited for in
-// Connect but settled by the first Read, Write or CloseWrite, which saves the caller one
-// wake-up (the EVENT and the backend's first reply usually arrive together).
+// lazyConn is what Connect returns when the broker granted early data (the early bytes
+// went out with the Hello on the control connection) or write-ahead: the handoff-ready
+// EVENT is not waited for in Connect but settled by the first Read or CloseWrite, or the
+// first Write that may not go ahead of it. That saves the caller a round trip (its
+// request travels while the backend adopts the connection) and a wake-up (the EVENT and
+// the backend's first reply usually arrive together).
 //
-// Settling reads the EVENT frame (and whatever follows it in the same read, served by the
-// next Reads); with a match the control connection is the data connection. On EOF, a reset or a mismatching frame nobody read the early bytes (the
-// backend writes the EVENT before reading, or declines and closes the fd unread), so
-// settling dials backend_pipe, writes them there once and continues on that connection.
+// Writes go ahead (CapWriteAhead granted) while, with the early data, they total at most
+// MaxEarlyData: they are written on the control connection and kept, like the early
+// data, until settled.
+//
+// Settling reads the EVENT frame (and whatever follows it in the same read, served by
+// the next Reads); with a match the control connection is the data connection. On EOF,
+// a reset or a mismatching frame nobody read what went ahead (the backend writes the
+// EVENT before reading, or declines and closes the fd unread), so settling dials
+// backend_pipe, writes it there once and continues on that connection.
 // The wait is bounded by the handoff wait (WithHandoffWait, default 2 s) from Connect;
 // when it runs out the read side is shut first, as in adopt, and an EVENT that slipped in
 // before that fence makes every call return ErrLateHandoff.
@@ -34,13 +41,18 @@ import (
 type lazyConn struct {
 	ctl   *net.UnixConn
 	n     *wirepb.Negotiated
-	early []byte
 	until time.Time // end of the handoff wait
+	ahead bool      // writes may go ahead of the EVENT
 
-	mu  sync.Mutex     // held while settling
-	ev  []byte         // the EVENT's bytes read so far, and what followed in the same reads
-	buf [eventBuf]byte // ev's first backing array, allocated with the conn
-	err error          // sticky settling failure
+	mu sync.Mutex // held while settling or writing ahead
+	// What went out on the control connection before settling, resent on a fallback:
+	// the early data (the caller's slice, never modified), then a copy of what was
+	// written ahead.
+	early, wrote []byte
+	aheadLost    bool           // a write ahead found the control connection gone
+	ev           []byte         // the EVENT's bytes read so far, and what followed in the same reads
+	buf          [eventBuf]byte // ev's first backing array, allocated with the conn
+	err          error          // sticky settling failure
 
 	rmu  sync.Mutex
 	rest []byte // bytes read behind the EVENT, served before the connection's
@@ -53,8 +65,8 @@ type lazyConn struct {
 	rdl, wdl time.Time
 }
 
-func newLazyConn(ctl *net.UnixConn, n *wirepb.Negotiated, early []byte, until time.Time) *lazyConn {
-	l := &lazyConn{ctl: ctl, n: n, early: early, until: until}
+func newLazyConn(ctl *net.UnixConn, n *wirepb.Negotiated, until time.Time, ahead bool) *lazyConn {
+	l := &lazyConn{ctl: ctl, n: n, until: until, ahead: ahead}
 	l.ev = l.buf[:0]
 	return l
 }
@@ -163,8 +175,8 @@ func (l *lazyConn) settle(callerDL time.Time) (net.Conn, error) {
 	}
 }
 
-// fallback: nobody adopted the control connection, so nobody read the early bytes; they
-// go to backend_pipe, once.
+// fallback: nobody adopted the control connection, so nobody read the early bytes or
+// what was written ahead; they go to backend_pipe, once.
 func (l *lazyConn) fallback() (net.Conn, error) {
 	l.ctl.Close()
 	if l.closed.Load() {
@@ -176,7 +188,7 @@ func (l *lazyConn) fallback() (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("handoff fallback: %w", err)
 	}
-	if err := writeEarly(c, l.early); err != nil {
+	if err := writeEarly(c, append(l.early[:len(l.early):len(l.early)], l.wrote...)); err != nil {
 		return nil, fmt.Errorf("handoff fallback: %w", err)
 	}
 	if l.closed.Load() { // Close ran while we dialled
@@ -203,11 +215,46 @@ func (l *lazyConn) Read(p []byte) (int, error) {
 }
 
 func (l *lazyConn) Write(p []byte) (int, error) {
+	if l.ahead && !l.settled.Load() {
+		if n, done, err := l.writeAhead(p); done {
+			return n, err
+		}
+	}
 	c, err := l.conn(true)
 	if err != nil {
 		return 0, err
 	}
 	return c.Write(p)
+}
+
+// writeAhead writes p on the control connection before the EVENT, keeping a copy for a
+// fallback; done false: settle first (settled meanwhile, a settling failure to report,
+// or past MaxEarlyData).
+func (l *lazyConn) writeAhead(p []byte) (n int, done bool, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.settled.Load() || l.err != nil || l.aheadLost || len(l.early)+len(l.wrote)+len(p) > MaxEarlyData {
+		return 0, false, nil
+	}
+	l.dmu.Lock()
+	l.ctl.SetWriteDeadline(l.wdl)
+	l.dmu.Unlock()
+	n, err = l.ctl.Write(p)
+	var ne net.Error
+	switch {
+	case err == nil:
+	case errors.As(err, &ne) && ne.Timeout():
+		// The caller's deadline: what went out is queued, the rest is the caller's.
+		l.wrote = append(l.wrote, p[:n]...)
+		return n, true, err
+	default:
+		// The connection is gone (the backend declined and the broker let go, or the
+		// broker failed): nobody reads what is queued there. Settling falls back and
+		// sends all of it, p included.
+		l.aheadLost, n, err = true, len(p), nil
+	}
+	l.wrote = append(l.wrote, p...)
+	return n, true, err
 }
 
 // CloseWrite settles, then shuts the write side of the data connection.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rpbroker/broker/handoff"
+	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 
@@ -102,7 +103,8 @@ func TestLazyConn(t *testing.T) {
 			if tc.closePeer {
 				p.Close()
 			}
-			l := newLazyConn(c, n, []byte("early"), tc.until)
+			l := newLazyConn(c, n, tc.until, false)
+			l.early = []byte("early")
 			defer l.Close()
 			l.SetDeadline(time.Now().Add(5 * time.Second))
 			got := make([]byte, len(tc.want))
@@ -145,7 +147,8 @@ func TestLazyConn(t *testing.T) {
 		pipe := startPipe(t)
 		n := &wirepb.Negotiated{HandlePassedToken: n.HandlePassedToken, ConnectionId: 5, BackendPipe: pipe.path}
 		c, p := unixPair(t)
-		l := newLazyConn(c, n, []byte("early"), future)
+		l := newLazyConn(c, n, future, false)
+		l.early = []byte("early")
 		defer l.Close()
 		p.Write(ev[:3]) // part of the EVENT: settling must resume from there
 		l.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
@@ -176,5 +179,111 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met in time")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// Write-ahead (CapWriteAhead): writes go out on the control connection before any EVENT,
+// up to MaxEarlyData with the early data; past that a write settles first. On a
+// fallback, the early data and everything written ahead reach backend_pipe once, in
+// order; also when a write ahead found the control connection gone.
+func TestLazyConnWriteAhead(t *testing.T) {
+	n := &wirepb.Negotiated{HandlePassedToken: []byte("0123456789abcdef"), ConnectionId: 5}
+	ev, err := handoff.AckFrame(wirepb.FrameKind_EVENT, 5, &wirepb.HandoffAck{Token: n.HandlePassedToken, Accepted: true, CorrelationId: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	future := time.Now().Add(10 * time.Second)
+	readN := func(t *testing.T, r io.Reader, k int) string {
+		t.Helper()
+		b := make([]byte, k)
+		if _, err := io.ReadFull(r, b); err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+
+	t.Run("adopted: writes precede the EVENT", func(t *testing.T) {
+		c, p := unixPair(t)
+		l := newLazyConn(c, n, future, true)
+		defer l.Close()
+		l.SetDeadline(time.Now().Add(5 * time.Second))
+		for _, w := range []string{"req1 ", "req2"} {
+			if _, err := l.Write([]byte(w)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p.SetDeadline(time.Now().Add(5 * time.Second))
+		if got := readN(t, p, 9); got != "req1 req2" {
+			t.Fatalf("peer read %q before sending any EVENT", got)
+		}
+		p.Write(append(append([]byte{}, ev...), "reply"...))
+		if got := readN(t, l, 5); got != "reply" {
+			t.Fatalf("read %q", got)
+		}
+		if l.current() != net.Conn(c) {
+			t.Fatal("not settled on the control connection")
+		}
+	})
+
+	t.Run("past MaxEarlyData: settles first", func(t *testing.T) {
+		c, p := unixPair(t)
+		l := newLazyConn(c, n, future, true)
+		defer l.Close()
+		l.SetDeadline(time.Now().Add(5 * time.Second))
+		l.early = make([]byte, MaxEarlyData-3)
+		if _, err := l.Write([]byte("abc")); err != nil { // fits exactly: goes ahead
+			t.Fatal(err)
+		}
+		p.SetDeadline(time.Now().Add(5 * time.Second))
+		if got := readN(t, p, 3); got != "abc" {
+			t.Fatalf("peer read %q", got)
+		}
+		done := make(chan error, 1)
+		go func() { _, err := l.Write([]byte("d")); done <- err }()
+		p.Write(ev) // the Write above may only go out after this
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if got := readN(t, p, 1); got != "d" {
+			t.Fatalf("peer read %q", got)
+		}
+		if string(l.wrote) != "abc" {
+			t.Fatalf("kept for a fallback: %q; the write past the limit must not go ahead", l.wrote)
+		}
+	})
+
+	for _, gone := range []bool{false, true} {
+		t.Run(map[bool]string{false: "declined: all of it to backend_pipe once", true: "connection gone mid-way: all of it to backend_pipe once"}[gone], func(t *testing.T) {
+			pipe := startPipe(t)
+			n := &wirepb.Negotiated{HandlePassedToken: n.HandlePassedToken, ConnectionId: 5, BackendPipe: pipe.path}
+			c, p := unixPair(t)
+			l := newLazyConn(c, n, future, true)
+			defer l.Close()
+			l.SetDeadline(time.Now().Add(5 * time.Second))
+			l.early = []byte("early|")
+			if _, err := l.Write([]byte("one|")); err != nil {
+				t.Fatal(err)
+			}
+			if gone {
+				p.Close() // nobody will read: the next write ahead fails on the socket
+			}
+			if _, err := l.Write([]byte("two")); err != nil {
+				t.Fatal(err)
+			}
+			if l.aheadLost != gone {
+				t.Fatalf("write ahead found the connection gone: %v, want %v", l.aheadLost, gone)
+			}
+			if !gone {
+				p.Close() // declined: closed unread
+			}
+			if got := readN(t, l, 4); got != "pipe" {
+				t.Fatalf("read %q, want backend_pipe's greeting", got)
+			}
+			l.CloseWrite()
+			testutil.WaitFor(t, "backend_pipe received", func() bool { return len(pipe.received()) == 1 })
+			if got := pipe.received(); got[0] != "early|one|two" {
+				t.Fatalf("backend_pipe got %q, want the early data and the writes once, in order", got)
+			}
+		})
 	}
 }

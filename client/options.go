@@ -30,6 +30,13 @@ type options struct {
 // the broker issues a token, waits (bounded by WithHandoffWait, default 2 s) for the
 // handoff-ready EVENT and then keeps the connection that carried the Hello, now served by
 // the backend. Anything else falls back to dialling backend_pipe, silently.
+//
+// Connect also sets bit 2 (ours, wire.CapWriteAhead). When our broker grants it, Connect
+// returns at Negotiated, without waiting for the EVENT: the first writes (up to
+// MaxEarlyData) go out at once, ahead of the EVENT, and are kept until the first Read
+// settles the handoff; if nobody adopted the connection they are sent through
+// backend_pipe, exactly once. The connection is then a wrapper rather than a
+// *net.UnixConn.
 func WithHandoff() Option {
 	return func(o *options) { o.handoff = true; o.caps |= wire.CapHandlePassing }
 }

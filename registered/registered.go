@@ -126,19 +126,25 @@ func (b *Backend) Route(_ context.Context, req *serve.Request) (serve.Route, err
 	// before it reads (handoff.Dispatcher.EarlyData), or not at all: no token, so that
 	// nobody reads the data and the client sends it through backend_pipe. A v1-style
 	// handoff could let a backend read it and time out, and the client would resend it.
-	early := caps&wire.CapEarlyData != 0
-	if b.disp != nil && caps&wire.CapHandlePassing != 0 && (!early || b.disp.EarlyData()) {
-		if tok := b.disp.Issue(); tok != nil {
+	// Bit 2 (write ahead) is granted on the same terms; without the grant such a client
+	// has written nothing yet and gets a plain token.
+	if b.disp != nil && caps&wire.CapHandlePassing != 0 {
+		relay := caps&(wire.CapEarlyData|wire.CapWriteAhead) != 0 && b.disp.EarlyData()
+		tok := []byte(nil)
+		if relay || caps&wire.CapEarlyData == 0 {
+			tok = b.disp.Issue()
+		}
+		if tok != nil {
 			service := req.Hello.ServiceName
 			r.Token = tok
-			if early {
-				r.Capabilities = wire.CapEarlyData
+			if relay {
+				r.Capabilities = wire.CapEarlyData | wire.CapWriteAhead // as far as the client set them
 			}
 			// Both run on the connection's goroutine, in turn: the offer is encoded and a
 			// spare taken before Negotiated goes out, so that only the sendmsg follows it.
 			var p *handoff.Prepared
 			r.BeforeReply = func(ctx context.Context, n *wirepb.Negotiated) {
-				p = b.disp.Prepare(ctx, n.HandlePassedToken, n.ConnectionId, service, n.ServerCapabilities&wire.CapEarlyData != 0)
+				p = b.disp.Prepare(ctx, n.HandlePassedToken, n.ConnectionId, service, granted(n))
 			}
 			r.AfterReply = func(ctx context.Context, conn *net.UnixConn, n *wirepb.Negotiated) {
 				// The slot stays held until the ack, or only until the sendmsg when the
@@ -148,11 +154,17 @@ func (b *Backend) Route(_ context.Context, req *serve.Request) (serve.Route, err
 					b.disp.HandoffPrepared(ctx, conn, p)
 					return
 				}
-				b.disp.Handoff(ctx, conn, n.HandlePassedToken, n.ConnectionId, service, n.ServerCapabilities&wire.CapEarlyData != 0)
+				b.disp.Handoff(ctx, conn, n.HandlePassedToken, n.ConnectionId, service, granted(n))
 			}
 		}
 	}
 	return r, nil
+}
+
+// granted: Negotiated let the client write before the EVENT (bit 1 or 2), so the
+// handoff may go only to a spare proven to relay.
+func granted(n *wirepb.Negotiated) bool {
+	return n.ServerCapabilities&(wire.CapEarlyData|wire.CapWriteAhead) != 0
 }
 
 func (b *Backend) nudge() {

@@ -43,6 +43,13 @@ const CapHandlePassing uint64 = 0x1
 // handoff-ready EVENT before it reads, and otherwise issues no token at all.
 const CapEarlyData uint64 = 0x2
 
+// CapWriteAhead is capability bit 2, ours: the client may write on the control
+// connection after Negotiated, before the handoff-ready EVENT, as if it were early data
+// (nothing follows its Hello in the same write). The broker grants it as it grants bit
+// 1, only with a token to a backend proven to write the EVENT before it reads; unlike
+// bit 1, a client it cannot grant still gets a plain token.
+const CapWriteAhead uint64 = 0x4
+
 // Typed framing failures, matchable with errors.Is.
 var (
 	ErrFramingVersion = errors.New("unsupported framing version")
