@@ -84,10 +84,12 @@ func New(o Options) *Backend {
 	return b
 }
 
-// verifiedPID is the pid a handoff peer must have: the live verified backend's, else 0
-// (no fd leaves the broker).
+// verifiedPID is the pid a handoff peer must have: the verified backend's, else 0 (no
+// fd leaves the broker). It asks no system call: Run's watch clears the backend as soon
+// as its pidfd reports the exit, and a spare to a process that is gone fails its
+// sendmsg, delivering nothing. A handoff asks this several times (grant, Prepare, send).
 func (b *Backend) verifiedPID() int {
-	if cur := b.Current(); cur != nil {
+	if cur := b.cur.Load(); cur != nil {
 		return cur.PID
 	}
 	return 0

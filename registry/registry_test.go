@@ -3,6 +3,8 @@ package registry
 import (
 	"os/exec"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func startSleeper(t *testing.T) *exec.Cmd {
@@ -65,5 +67,34 @@ func TestRemoveOnlyCurrentEntry(t *testing.T) {
 	}
 	if got := r.Get(k); got != cur {
 		t.Fatalf("Get = %v, want the current entry", got)
+	}
+}
+
+// A closed Proc reports the process gone without polling its released descriptor,
+// whose number the next open may reuse; a live one is not reported exited, and an
+// observed exit stays observed.
+func TestProcClose(t *testing.T) {
+	cmd := startSleeper(t)
+	p, err := WatchPID(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Exited() {
+		t.Fatal("live process reported exited")
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var fds [2]int
+	if err := unix.Pipe(fds[:]); err != nil { // likely takes the released number
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	if !p.Exited() || !p.Wait(-1) {
+		t.Fatal("closed Proc not reported exited")
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
 	}
 }
