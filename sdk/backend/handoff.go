@@ -42,9 +42,9 @@ const seenTokens = 4096
 // Our extensions (handoff/ext.go), used only when the broker's offer asks for them:
 // the backend writes the handoff-ready EVENT to the client itself right after adopting
 // the fd (one hop less for the client), keeps the connection for further exchanges (no
-// dial per handoff) and, quiet, acks only a decline. On a reused connection the broker may send the token and the
-// offer in one message: recvToken then gets both in one read; a v1 broker's separate
-// offer waits in the socket.
+// dial per handoff) and, quiet, acks only a decline. On a reused connection the broker
+// may send the token and the offer in one message: recvToken then gets both in one
+// read; a v1 broker's separate offer waits in the socket.
 //
 // Invariant for relayed handoffs (what makes the client's early data safe): the EVENT
 // is written before anything reads from the client, and a backend that cannot write it
