@@ -2,10 +2,12 @@ package backend_test
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -172,13 +174,13 @@ func TestHandoffQuiet(t *testing.T) {
 	// A quiet decline is acked, and the connection ends.
 	_, fd = clientPair(t)
 	defer unix.Close(fd)
-	tok = token()
-	send(t, c, tok, token(), quiet, fd)
+	offered := token() // not the token passed: declined
+	send(t, c, token(), offered, quiet, fd)
 	body, err := wire.ReadFrameBody(c, 1024)
 	if err != nil {
 		t.Fatalf("no ack for a quiet decline: %v", err)
 	}
-	if err := handoff.ParseAck(body, wirepb.FrameKind_RESPONSE, tok, 33); err == nil || !strings.Contains(err.Error(), "does not match") {
+	if err := handoff.ParseAck(body, wirepb.FrameKind_RESPONSE, offered, 33); !errors.Is(err, handoff.ErrNotAccepted) || !strings.Contains(err.Error(), "does not match the passed token") {
 		t.Fatalf("quiet decline: %v", err)
 	}
 	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
@@ -216,5 +218,51 @@ func TestHandoffAdoptsNonBlocking(t *testing.T) {
 			t.Fatalf("passed non-blocking=%v: adopted flags %#x, %v; want O_NONBLOCK", nonblocking, flags, err)
 		}
 		echoRoundTripConn(t, cl)
+	}
+}
+
+// A broker may queue a quiet exchange behind one the backend is about to decline (it
+// reads nothing back before reusing the connection). The decline ends the connection,
+// and the descriptor queued behind is released with it: that client sees EOF, never an
+// EVENT, and falls back with nothing of its data read.
+func TestHandoffQuietQueuedBehindDecline(t *testing.T) {
+	dir := shortDir(t)
+	hep := filepath.Join(dir, "h.sock")
+	srv, _ := newServer(t, backend.Options{Endpoint: filepath.Join(dir, "be.sock"), HandoffEndpoint: hep})
+	serve(t, srv, echo)
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: hep, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	quiet := handoff.Ext{RelayConnID: 9, Reuse: true, Quiet: true}
+
+	_, fd1 := clientPair(t)
+	cl2, fd2 := clientPair(t)
+	if _, err := cl2.Write([]byte("unread")); err != nil {
+		t.Fatal(err)
+	}
+	offered := token()
+	send(t, c, token(), offered, quiet, fd1) // offer token mismatch: declined
+	tok2 := token()
+	send(t, c, tok2, tok2, quiet, fd2)
+	unix.Close(fd1)
+	unix.Close(fd2)
+
+	body, err := wire.ReadFrameBody(c, 1024)
+	if err != nil {
+		t.Fatalf("no decline: %v", err)
+	}
+	if err := handoff.ParseAck(body, wirepb.FrameKind_RESPONSE, offered, 33); !errors.Is(err, handoff.ErrNotAccepted) {
+		t.Fatalf("first exchange: %v, want a decline", err)
+	}
+	// Hung up with the second exchange unread: EOF or a reset.
+	if n, err := c.Read(make([]byte, 1)); n != 0 || (err != io.EOF && !errors.Is(err, syscall.ECONNRESET)) {
+		t.Fatalf("after the decline: %d, %v; want EOF or a reset", n, err)
+	}
+	cl2.SetDeadline(time.Now().Add(10 * time.Second))
+	if b, err := io.ReadAll(cl2); len(b) != 0 || (err != nil && !errors.Is(err, syscall.ECONNRESET)) {
+		t.Fatalf("queued client got %q, %v; want EOF (or a reset), no EVENT", b, err)
 	}
 }
