@@ -161,9 +161,10 @@ func (d *Dispatcher) Endpoint() string { return d.o.Endpoint }
 // outstanding): the client then gets no token and uses backend_pipe.
 func (d *Dispatcher) Issue() []byte { return d.tok.issue(time.Now()) }
 
-// EarlyData reports whether a client may be granted early data now (CapEarlyData): a
-// spare to the verified backend has proven, by its ack, that the backend writes the EVENT
-// itself before reading the client. Handoff with early set uses only such a spare.
+// EarlyData reports whether a client may be granted early data or write-ahead now
+// (CapEarlyData, CapWriteAhead): a spare to the verified backend has proven, by its ack
+// or probe answer, that the backend writes the EVENT itself before reading the client.
+// Handoff with early set uses only such a spare.
 func (d *Dispatcher) EarlyData() bool {
 	if d.o.V1Only {
 		return false

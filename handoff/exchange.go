@@ -25,10 +25,10 @@ const sendAttempts = 3
 // on every path. A failure is silent for the client, which reconnects through
 // backend_pipe; it is logged with its reason and returned for callers that count it.
 //
-// early says Negotiated granted CapEarlyData: the client may already have written to
-// client, so its fd goes only to a spare proven to relay the EVENT before reading (see
-// EarlyData); without one, the handoff fails and the client, seeing EOF, sends its data
-// through backend_pipe instead.
+// early says Negotiated granted CapEarlyData or CapWriteAhead: the client may already
+// have written to client, so its fd goes only to a spare proven to relay the EVENT
+// before reading (see EarlyData); without one, the handoff fails and the client, seeing
+// EOF, sends its data through backend_pipe instead.
 func (d *Dispatcher) Handoff(ctx context.Context, client *net.UnixConn, token []byte, connectionID uint64, service string, early bool, prepared ...*Prepared) error {
 	if early {
 		d.early.Add(1)
