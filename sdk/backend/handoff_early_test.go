@@ -32,6 +32,28 @@ func sendOne(t *testing.T, c *net.UnixConn, tok []byte, ext handoff.Ext, fd int)
 	return body
 }
 
+// echoHandoffServer runs an echo backend with a handoff endpoint and returns that path.
+func echoHandoffServer(t *testing.T) string {
+	t.Helper()
+	dir := shortDir(t)
+	hep := filepath.Join(dir, "h.sock")
+	srv, _ := newServer(t, backend.Options{Endpoint: filepath.Join(dir, "be.sock"), HandoffEndpoint: hep})
+	serve(t, srv, echo)
+	return hep
+}
+
+// dialHandoff connects to a handoff endpoint as the broker does, closed with the test.
+func dialHandoff(t *testing.T, hep string) *net.UnixConn {
+	t.Helper()
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: hep, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c
+}
+
 // send writes the token message with fd and an offer for offered, in one sendmsg.
 func send(t *testing.T, c *net.UnixConn, tok, offered []byte, ext handoff.Ext, fd int) {
 	t.Helper()
@@ -49,10 +71,7 @@ func send(t *testing.T, c *net.UnixConn, tok, offered []byte, ext handoff.Ext, f
 // reaches the client before the handler reads the bytes the client wrote early, and a
 // backend that cannot write the EVENT declines without reading them.
 func TestHandoffOneMessage(t *testing.T) {
-	dir := shortDir(t)
-	hep := filepath.Join(dir, "h.sock")
-	srv, _ := newServer(t, backend.Options{Endpoint: filepath.Join(dir, "be.sock"), HandoffEndpoint: hep})
-	serve(t, srv, echo)
+	hep := echoHandoffServer(t)
 
 	cases := []struct {
 		name     string
@@ -64,12 +83,7 @@ func TestHandoffOneMessage(t *testing.T) {
 		{"relay with early data", handoff.Ext{RelayConnID: 9, Reuse: true}, false, true},
 		{"relay impossible: declined, early data unread", handoff.Ext{RelayConnID: 9, Reuse: true}, true, false},
 	}
-	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: hep, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := dialHandoff(t, hep)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cl, fd := clientPair(t)
@@ -85,13 +99,7 @@ func TestHandoffOneMessage(t *testing.T) {
 			}
 			hc := c
 			if !tc.ext.Reuse {
-				// v1: one exchange per connection.
-				hc, err = net.DialUnix("unix", nil, &net.UnixAddr{Name: hep, Net: "unix"})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer hc.Close()
-				hc.SetDeadline(time.Now().Add(10 * time.Second))
+				hc = dialHandoff(t, hep) // v1: one exchange per connection
 			}
 			tok := token()
 			got, err := handoff.ParseAckExt(sendOne(t, hc, tok, tc.ext, fd), wirepb.FrameKind_RESPONSE, tok, 33)
@@ -137,16 +145,7 @@ func TestHandoffOneMessage(t *testing.T) {
 // Quiet exchanges (ours): an accepted one gets no ack at all, so the next exchange on the
 // connection is answered first; a declined one is acked, and the backend hangs up.
 func TestHandoffQuiet(t *testing.T) {
-	dir := shortDir(t)
-	hep := filepath.Join(dir, "h.sock")
-	srv, _ := newServer(t, backend.Options{Endpoint: filepath.Join(dir, "be.sock"), HandoffEndpoint: hep})
-	serve(t, srv, echo)
-	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: hep, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := dialHandoff(t, echoHandoffServer(t))
 
 	quiet := handoff.Ext{RelayConnID: 9, Reuse: true, Quiet: true}
 	for range 2 { // back to back: nothing is read between them
@@ -192,16 +191,7 @@ func TestHandoffQuiet(t *testing.T) {
 // blocking descriptor), so the handler's reads park on the poller and honour deadlines.
 // The flag lives on the shared open file description: the test sees it on its copy.
 func TestHandoffAdoptsNonBlocking(t *testing.T) {
-	dir := shortDir(t)
-	hep := filepath.Join(dir, "h.sock")
-	srv, _ := newServer(t, backend.Options{Endpoint: filepath.Join(dir, "be.sock"), HandoffEndpoint: hep})
-	serve(t, srv, echo)
-	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: hep, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := dialHandoff(t, echoHandoffServer(t))
 	for _, nonblocking := range []bool{false, true} {
 		cl, fd := clientPair(t)
 		if err := unix.SetNonblock(fd, nonblocking); err != nil {
@@ -226,16 +216,7 @@ func TestHandoffAdoptsNonBlocking(t *testing.T) {
 // and the descriptor queued behind is released with it: that client sees EOF, never an
 // EVENT, and falls back with nothing of its data read.
 func TestHandoffQuietQueuedBehindDecline(t *testing.T) {
-	dir := shortDir(t)
-	hep := filepath.Join(dir, "h.sock")
-	srv, _ := newServer(t, backend.Options{Endpoint: filepath.Join(dir, "be.sock"), HandoffEndpoint: hep})
-	serve(t, srv, echo)
-	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: hep, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := dialHandoff(t, echoHandoffServer(t))
 	quiet := handoff.Ext{RelayConnID: 9, Reuse: true, Quiet: true}
 
 	_, fd1 := clientPair(t)

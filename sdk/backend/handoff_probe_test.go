@@ -54,15 +54,7 @@ func TestHandoffProbe(t *testing.T) {
 	srv, _ := newServer(t, backend.Options{Endpoint: filepath.Join(dir, "be.sock"), HandoffEndpoint: hep})
 	var handled atomic.Int64
 	serve(t, srv, func(ctx context.Context, c net.Conn) { handled.Add(1); echo(ctx, c) })
-	dial := func() *net.UnixConn {
-		c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: hep, Net: "unix"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		return c
-	}
+	dial := func() *net.UnixConn { return dialHandoff(t, hep) }
 
 	c := dial()
 	for _, quiet := range []bool{true, false} {
