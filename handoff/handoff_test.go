@@ -64,6 +64,16 @@ func pidOf(b *handofftest.Backend) func() int { return func() int { return b.PID
 
 // waitSpares waits until the pool is full, so that no dial sits on the measured path and
 // fd counts are comparable.
+// running returns a dispatcher for be's handoff endpoint with spares spares, run for
+// the test, once its pool is full.
+func running(t *testing.T, be *handofftest.Backend, spares int) *handoff.Dispatcher {
+	t.Helper()
+	d := handoff.New(handoff.Options{Endpoint: be.Handoff, ExpectPID: pidOf(be), Spares: spares, Log: zerolog.Nop()})
+	run(t, d)
+	waitSpares(t, d, spares)
+	return d
+}
+
 func waitSpares(t testing.TB, d *handoff.Dispatcher, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

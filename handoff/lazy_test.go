@@ -7,8 +7,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/rs/zerolog"
-
 	"github.com/rpbroker/broker/handoff"
 	"github.com/rpbroker/broker/handoff/handofftest"
 	"github.com/rpbroker/broker/internal/testutil"
@@ -24,9 +22,7 @@ func TestHandoffLazyAckDeclined(t *testing.T) {
 	be := handofftest.Start(t, handofftest.Alternate, dir, -1) // accepts, declines, accepts...
 	p := newPairs(t, dir)
 	// One spare: step 3 finds no other proven spare once the decline is read.
-	d := handoff.New(handoff.Options{Endpoint: be.Handoff, ExpectPID: pidOf(be), Spares: 1, Log: zerolog.Nop()})
-	run(t, d)
-	waitSpares(t, d, 1)
+	d := running(t, be, 1)
 
 	// 1: lazy at once: the probe proved the spare before any client.
 	bc, cc := p.pair()
@@ -77,9 +73,7 @@ func TestHandoffQuietHangUpIsNoFailure(t *testing.T) {
 	dir := testutil.ShortDir(t)
 	be := handofftest.Start(t, handofftest.Echo, dir, -1)
 	p := newPairs(t, dir)
-	d := handoff.New(handoff.Options{Endpoint: be.Handoff, ExpectPID: pidOf(be), Spares: 1, Log: zerolog.Nop()})
-	run(t, d)
-	waitSpares(t, d, 1)
+	d := running(t, be, 1)
 	bc, cc := p.pair()
 	tok := d.Issue()
 	if err := d.Handoff(context.Background(), bc, tok, 1, "svc", true); err != nil {

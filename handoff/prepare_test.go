@@ -5,9 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
-	"github.com/rpbroker/broker/handoff"
 	"github.com/rpbroker/broker/handoff/handofftest"
 	"github.com/rpbroker/broker/internal/testutil"
 )
@@ -18,9 +15,7 @@ func TestHandoffPrepared(t *testing.T) {
 	dir := testutil.ShortDir(t)
 	be := handofftest.Start(t, handofftest.Echo, dir, -1)
 	p := newPairs(t, dir)
-	d := handoff.New(handoff.Options{Endpoint: be.Handoff, ExpectPID: pidOf(be), Spares: 2, Log: zerolog.Nop()})
-	run(t, d)
-	waitSpares(t, d, 2)
+	d := running(t, be, 2)
 	ctx := context.Background()
 	for i := range 4 {
 		tok, id := d.Issue(), uint64(20+i)
@@ -63,9 +58,7 @@ func TestHandoffNoSurplusDials(t *testing.T) {
 	dir := testutil.ShortDir(t)
 	be := handofftest.Start(t, handofftest.Echo, dir, -1)
 	p := newPairs(t, dir)
-	d := handoff.New(handoff.Options{Endpoint: be.Handoff, ExpectPID: pidOf(be), Spares: 2, Log: zerolog.Nop()})
-	run(t, d)
-	waitSpares(t, d, 2)
+	d := running(t, be, 2)
 	ctx := context.Background()
 	for i := range 300 {
 		bc, cc := p.pair()
