@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -216,7 +217,16 @@ func TestHandoffAdoptsNonBlocking(t *testing.T) {
 // and the descriptor queued behind is released with it: that client sees EOF, never an
 // EVENT, and falls back with nothing of its data read.
 func TestHandoffQuietQueuedBehindDecline(t *testing.T) {
-	c := dialHandoff(t, echoHandoffServer(t))
+	dir := shortDir(t)
+	hep := filepath.Join(dir, "h.sock")
+	// The backend holds its decision on the first exchange until the second is queued;
+	// it would accept any other.
+	decide := make(chan bool)
+	var calls atomic.Int32
+	srv, _ := newServer(t, backend.Options{Endpoint: filepath.Join(dir, "be.sock"), HandoffEndpoint: hep,
+		AcceptHandoff: func([]byte) bool { return calls.Add(1) > 1 || <-decide }})
+	serve(t, srv, echo)
+	c := dialHandoff(t, hep)
 	quiet := handoff.Ext{RelayConnID: 9, Reuse: true, Quiet: true}
 
 	_, fd1 := clientPair(t)
@@ -224,18 +234,18 @@ func TestHandoffQuietQueuedBehindDecline(t *testing.T) {
 	if _, err := cl2.Write([]byte("unread")); err != nil {
 		t.Fatal(err)
 	}
-	offered := token()
-	send(t, c, token(), offered, quiet, fd1) // offer token mismatch: declined
-	tok2 := token()
+	tok1, tok2 := token(), token()
+	send(t, c, tok1, tok1, quiet, fd1)
 	send(t, c, tok2, tok2, quiet, fd2)
 	unix.Close(fd1)
 	unix.Close(fd2)
+	decide <- false // the first is declined; the second must never be read
 
 	body, err := wire.ReadFrameBody(c, 1024)
 	if err != nil {
 		t.Fatalf("no decline: %v", err)
 	}
-	if err := handoff.ParseAck(body, wirepb.FrameKind_RESPONSE, offered, 33); !errors.Is(err, handoff.ErrNotAccepted) {
+	if err := handoff.ParseAck(body, wirepb.FrameKind_RESPONSE, tok1, 33); !errors.Is(err, handoff.ErrNotAccepted) {
 		t.Fatalf("first exchange: %v, want a decline", err)
 	}
 	// Hung up with the second exchange unread: EOF or a reset.
