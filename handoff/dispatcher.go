@@ -34,6 +34,7 @@ const (
 	DefaultDialTimeout = 500 * time.Millisecond
 	DefaultMaxIdle     = 30 * time.Second
 	DefaultMaxInflight = 64
+	DefaultReprobe     = time.Minute
 )
 
 // Typed handoff failures, matchable with errors.Is. Every one of them is silent for the
@@ -69,7 +70,11 @@ type Options struct {
 	// SyncAcks waits for every ack, also on spares proven to relay and reuse, where the
 	// broker otherwise reads the ack later (lazy.go).
 	SyncAcks bool
-	Log      zerolog.Logger
+	// Reprobe is how long a backend that answered a capability probe as v1 goes without
+	// another probe (probe.go): a probe that merely timed out on a busy backend costs
+	// its clients our extensions for that long, not until it restarts.
+	Reprobe time.Duration
+	Log     zerolog.Logger
 }
 
 // Stats count what a Dispatcher did, for tests and status output.
@@ -114,7 +119,7 @@ type Dispatcher struct {
 	held map[*Prepared]spare // taken ahead of Negotiated (prepare.go)
 	// settling counts spares out of the pool while Run reads their acks (lazy.go).
 	settling int
-	v1pids   map[int]bool // backends that answered a probe as v1 (probe.go)
+	v1pids   map[int]time.Time // backends that answered a probe as v1, and when (probe.go)
 	closed   bool
 }
 
@@ -145,6 +150,7 @@ func New(o Options) *Dispatcher {
 	def(&o.AckTimeout, DefaultAckTimeout)
 	def(&o.DialTimeout, DefaultDialTimeout)
 	def(&o.MaxIdle, DefaultMaxIdle)
+	def(&o.Reprobe, DefaultReprobe)
 	if o.Spares <= 0 {
 		o.Spares = DefaultSpares
 	}

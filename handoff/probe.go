@@ -18,7 +18,8 @@ import (
 // probe echoed and reads the next exchange on the same connection: the spare enters
 // the pool proven, and early data can be granted to the very first client. A v1
 // backend declines a token without a descriptor or hangs up; the broker then remembers
-// that pid as v1 and dials its spares plainly, without probing again.
+// that pid as v1 and dials its spares plainly, without probing again for Options.Reprobe
+// (a minute by default: a probe that only timed out on a busy backend is retried).
 
 // maxProbeWait bounds the wait for a probe answer (a backend that never answers is v1).
 const maxProbeWait = time.Second
@@ -33,14 +34,15 @@ const probeRelayID = 1
 var errNotExt = errors.New("backend did not answer the capability probe")
 
 // shouldProbe reports whether a fresh spare to pid is probed: not for v1 offers, and not
-// for a pid already found v1.
+// for a pid found v1 less than Reprobe ago.
 func (d *Dispatcher) shouldProbe(pid int) bool {
 	if d.o.V1Only {
 		return false
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return !d.v1pids[pid]
+	at, v1 := d.v1pids[pid]
+	return !v1 || time.Since(at) >= d.o.Reprobe
 }
 
 // markV1 remembers that pid answered a probe as a v1 backend, forgetting other pids
@@ -49,9 +51,9 @@ func (d *Dispatcher) markV1(pid, expect int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.v1pids == nil || expect >= 0 || len(d.v1pids) >= maxV1PIDs {
-		d.v1pids = make(map[int]bool)
+		d.v1pids = make(map[int]time.Time)
 	}
-	d.v1pids[pid] = true
+	d.v1pids[pid] = time.Now()
 }
 
 // probe runs the capability exchange on a freshly dialled spare and returns what the
@@ -122,8 +124,8 @@ func (d *Dispatcher) dialSpare(ctx context.Context, expect int) (spare, error) {
 		return spare{}, ctx.Err()
 	}
 	d.markV1(pid, expect)
-	d.o.Log.Info().Err(err).Int("pid", pid).Str("endpoint", d.o.Endpoint).
-		Msg("handoff backend is v1: no early data; its spares are not probed again")
+	d.o.Log.Info().Err(err).Int("pid", pid).Str("endpoint", d.o.Endpoint).Dur("reprobe_after", d.o.Reprobe).
+		Msg("handoff backend answered as v1: no early data or write-ahead; its spares are dialled plainly until a later probe")
 	c, pid, err = d.dial(ctx, expect)
 	return spare{c: c, pid: pid, at: time.Now()}, err
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -114,5 +115,30 @@ func TestParseProbeAckQuiet(t *testing.T) {
 		if err != nil || got != (handoff.Ext{Relayed: true, Reuse: true, Probe: true, Quiet: quiet}) {
 			t.Fatalf("answer with quiet=%v parsed as %+v, %v", quiet, got, err)
 		}
+	}
+}
+
+// A backend found v1 is probed again once Options.Reprobe has passed (a probe that
+// merely timed out must not cost a backend our extensions until it restarts); within
+// Reprobe it is not (TestHandoffProbe counts one probe for the v1 backend).
+func TestHandoffReprobe(t *testing.T) {
+	dir := testutil.ShortDir(t)
+	v1 := handofftest.Start(t, handofftest.V1, dir, -1)
+	p := newPairs(t, dir)
+	d := handoff.New(handoff.Options{Endpoint: v1.Handoff, ExpectPID: pidOf(v1), Spares: 1, Reprobe: time.Nanosecond, Log: zerolog.Nop()})
+	run(t, d)
+	for i := range 3 {
+		waitSpares(t, d, 1) // v1 spares serve one handoff each: Run dials the next
+		bc, cc := p.pair()
+		tok := d.Issue()
+		id := uint64(i + 1)
+		if err := d.Handoff(context.Background(), bc, tok, id, "svc", false); err != nil {
+			t.Fatalf("handoff %d: %v", i, err)
+		}
+		readRelay(t, cc, tok, id)
+		cc.Close()
+	}
+	if st := d.Stats(); st.Probes < 3 {
+		t.Fatalf("stats %+v: want each fresh spare probed again", st)
 	}
 }
