@@ -307,3 +307,36 @@ func TestForeignUserDroppedWithoutAByte(t *testing.T) {
 	}
 	testutil.WaitFor(t, "the drop to be logged", func() bool { return strings.Contains(out.String(), "peer_rejected") })
 }
+
+// broker hello --handoff against a real broker process and a backend with a handoff
+// endpoint: the reply comes on the socket that carried the Hello; without --handoff it
+// comes through backend_pipe. The output says which.
+func TestHelloHandoff(t *testing.T) {
+	e := newE2E(t)
+	be := handofftest.Start(t, handofftest.Echo, e.dir, -1)
+	e.writeConfig("", "alpha")
+	cfg, err := os.ReadFile(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = append(cfg, fmt.Sprintf("handoff_endpoint = %q\n", be.Handoff)...)
+	if err := os.WriteFile(e.cfg, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.startBroker()
+	testutil.WaitFor(t, "alpha to negotiate", func() bool { return hello(e.sock("alpha"), "alpha") == nil })
+	for _, tc := range []struct {
+		args []string
+		via  string
+	}{
+		{[]string{"--handoff"}, "(via handoff, on the socket that carried the Hello)"},
+		{nil, "(via backend_pipe)"},
+	} {
+		var stdout, stderr bytes.Buffer
+		args := append(append([]string{"--socket", e.sock("alpha"), "--send", "ping"}, tc.args...), "alpha", "1.0.0")
+		if code := runHello(context.Background(), args, &stdout, &stderr); code != 0 ||
+			!strings.Contains(stdout.String(), `backend replied: "ping" `+tc.via) {
+			t.Errorf("hello %v: exit %d %q %q", tc.args, code, stdout.String(), stderr.String())
+		}
+	}
+}

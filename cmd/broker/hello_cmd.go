@@ -93,7 +93,11 @@ func helloAndSend(ctx context.Context, socket, service, version, data string, ha
 		cw.CloseWrite()
 	}
 	reply, err := io.ReadAll(conn)
-	fmt.Fprintf(stdout, "backend replied: %q\n", reply)
+	via := "backend_pipe"
+	if conn.RemoteAddr().String() == socket {
+		via = "handoff, on the socket that carried the Hello"
+	}
+	fmt.Fprintf(stdout, "backend replied: %q (via %s)\n", reply, via)
 	if err != nil {
 		fmt.Fprintf(stderr, "broker hello: read from backend: %v\n", err)
 		return exitFailure
