@@ -131,19 +131,20 @@ func (b *Backend) Route(_ context.Context, req *serve.Request) (serve.Route, err
 	// Bit 2 (write ahead) is granted on the same terms; without the grant such a client
 	// has written nothing yet and gets a plain token.
 	if b.disp != nil && caps&wire.CapHandlePassing != 0 {
-		relay := caps&(wire.CapEarlyData|wire.CapWriteAhead) != 0 && b.disp.EarlyData()
+		grant := caps&(wire.CapEarlyData|wire.CapWriteAhead) != 0 && b.disp.EarlyData()
 		tok := []byte(nil)
-		if relay || caps&wire.CapEarlyData == 0 {
+		if grant || caps&wire.CapEarlyData == 0 {
 			tok = b.disp.Issue()
 		}
 		if tok != nil {
 			service := req.Hello.ServiceName
 			r.Token = tok
-			if relay {
+			if grant {
 				r.Capabilities = wire.CapEarlyData | wire.CapWriteAhead // as far as the client set them
 			}
-			// Both run on the connection's goroutine, in turn: the offer is encoded and a
-			// spare taken before Negotiated goes out, so that only the sendmsg follows it.
+			// Both run on the connection's goroutine, in turn: a spare is taken (and its
+			// last exchange settled) before Negotiated goes out, so that only the offer's
+			// encoding and the sendmsg follow it.
 			var p *handoff.Prepared
 			r.BeforeReply = func(ctx context.Context, n *wirepb.Negotiated) {
 				p = b.disp.Prepare(ctx, n.HandlePassedToken, n.ConnectionId, service, granted(n))
