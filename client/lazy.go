@@ -243,6 +243,8 @@ func (l *lazyConn) writeAhead(p []byte) (n int, done bool, err error) {
 	var ne net.Error
 	switch {
 	case err == nil:
+	case l.closed.Load() || errors.Is(err, net.ErrClosed):
+		return 0, true, net.ErrClosed // closed by the caller, not lost
 	case errors.As(err, &ne) && ne.Timeout():
 		// The caller's deadline: what went out is queued, the rest is the caller's.
 		l.wrote = append(l.wrote, p[:n]...)

@@ -287,3 +287,14 @@ func TestLazyConnWriteAhead(t *testing.T) {
 		})
 	}
 }
+
+// A write ahead on a closed connection fails as on any closed connection.
+func TestLazyConnWriteAheadClosed(t *testing.T) {
+	n := &wirepb.Negotiated{HandlePassedToken: []byte("0123456789abcdef"), ConnectionId: 5}
+	c, _ := unixPair(t)
+	l := newLazyConn(c, n, time.Now().Add(10*time.Second), true)
+	l.Close()
+	if k, err := l.Write([]byte("x")); k != 0 || !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write after Close: %d, %v; want net.ErrClosed", k, err)
+	}
+}
