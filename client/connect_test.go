@@ -33,10 +33,8 @@ func connectedTo(c net.Conn) string { return c.RemoteAddr().String() }
 
 func TestConnect(t *testing.T) {
 	dir := testutil.ShortDir(t)
-	echo := handofftest.Spawn(t, handofftest.Echo, dir, -1)
-	reject := handofftest.Spawn(t, handofftest.Reject, dir, -1)
-	echo.Ready(t)
-	reject.Ready(t)
+	bes := handofftest.StartAll(t, dir, handofftest.Echo, handofftest.Reject)
+	echo, reject := bes[handofftest.Echo], bes[handofftest.Reject]
 	on := startBroker(t, echo, brokerOpts{handoff: true})
 	off := startBroker(t, echo, brokerOpts{})
 	rejecting := startBroker(t, reject, brokerOpts{handoff: true})

@@ -21,14 +21,7 @@ import (
 // gets no token at all (its data sits unread behind the Hello).
 func TestConnectEarlyData(t *testing.T) {
 	dir := testutil.ShortDir(t)
-	modes := []string{handofftest.Echo, handofftest.Alternate, handofftest.NoAck, handofftest.V1}
-	bes := map[string]*handofftest.Backend{}
-	for _, m := range modes {
-		bes[m] = handofftest.Spawn(t, m, dir, -1)
-	}
-	for _, m := range modes {
-		bes[m].Ready(t)
-	}
+	bes := handofftest.StartAll(t, dir, handofftest.Echo, handofftest.Alternate, handofftest.NoAck, handofftest.V1)
 	early := []byte("early \x00\x01 request")
 	withEarly := []client.Option{client.WithHandoff(), client.WithEarlyData(early)}
 	cases := []struct {
@@ -153,14 +146,7 @@ func TestConnectEarlyDataRefused(t *testing.T) {
 // for the EVENT, as v1 does.
 func TestConnectWriteAhead(t *testing.T) {
 	dir := testutil.ShortDir(t)
-	modes := []string{handofftest.Echo, handofftest.Alternate, handofftest.V1}
-	bes := map[string]*handofftest.Backend{}
-	for _, m := range modes {
-		bes[m] = handofftest.Spawn(t, m, dir, -1)
-	}
-	for _, m := range modes {
-		bes[m].Ready(t)
-	}
+	bes := handofftest.StartAll(t, dir, handofftest.Echo, handofftest.Alternate, handofftest.V1)
 	cases := []struct {
 		name    string
 		mode    string

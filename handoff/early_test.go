@@ -20,10 +20,8 @@ import (
 // before any fd leaves and the client sees its connection end.
 func TestHandoffEarlyData(t *testing.T) {
 	dir := testutil.ShortDir(t)
-	echo := handofftest.Spawn(t, handofftest.Echo, dir, -1)
-	noack := handofftest.Spawn(t, handofftest.NoAck, dir, -1)
-	echo.Ready(t)
-	noack.Ready(t)
+	bes := handofftest.StartAll(t, dir, handofftest.Echo, handofftest.NoAck)
+	echo, noack := bes[handofftest.Echo], bes[handofftest.NoAck]
 	p := newPairs(t, dir)
 
 	cases := []struct {

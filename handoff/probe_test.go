@@ -23,10 +23,8 @@ import (
 // takes plain ones. A V1Only dispatcher never probes.
 func TestHandoffProbe(t *testing.T) {
 	dir := testutil.ShortDir(t)
-	echo := handofftest.Spawn(t, handofftest.Echo, dir, -1)
-	v1 := handofftest.Spawn(t, handofftest.V1, dir, -1)
-	echo.Ready(t)
-	v1.Ready(t)
+	bes := handofftest.StartAll(t, dir, handofftest.Echo, handofftest.V1)
+	echo, v1 := bes[handofftest.Echo], bes[handofftest.V1]
 	p := newPairs(t, dir)
 	cases := []struct {
 		name   string

@@ -254,6 +254,20 @@ func Start(t testing.TB, mode, dir string, uid int) *Backend {
 	return b
 }
 
+// StartAll starts one backend per mode, in dir as our uid, side by side, and waits until
+// every one listens.
+func StartAll(t testing.TB, dir string, modes ...string) map[string]*Backend {
+	t.Helper()
+	bes := make(map[string]*Backend, len(modes))
+	for _, m := range modes {
+		bes[m] = Spawn(t, m, dir, -1)
+	}
+	for _, m := range modes {
+		bes[m].Ready(t)
+	}
+	return bes
+}
+
 // Spawn starts the child without waiting (start several, then call Ready on each).
 func Spawn(t testing.TB, mode, dir string, uid int) *Backend {
 	t.Helper()
