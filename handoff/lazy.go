@@ -21,8 +21,8 @@ import (
 // then is logged and counted (the client has fallen back to backend_pipe by itself).
 //
 // A quiet exchange (ext.go) goes further: the backend answers only a decline, so no
-// ack is read after an accepted one. Before the spare is used again, one read that
-// finds nothing (EAGAIN) settles it; a decline found there is counted as above. The
+// ack is read after an accepted one. Before the spare is used again, one poll that
+// finds nothing to read settles it; a decline found there is read and counted as above. The
 // spare may carry the next exchange before the backend has even read the previous one:
 // it reads them in order, and if it declines the first it closes the connection, the
 // descriptor queued behind is closed with it, and that client sees EOF and falls back.
