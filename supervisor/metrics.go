@@ -35,6 +35,7 @@ type metrics struct {
 	servicedefChanges *prometheus.CounterVec
 	loopFailures      *prometheus.CounterVec
 	spawns            *prometheus.CounterVec
+	panics            *prometheus.CounterVec
 	outcomes          map[wirepb.ErrorCode]string
 }
 
@@ -66,6 +67,9 @@ func newMetrics(s *Supervisor) *metrics {
 		spawns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: v1Prefix + "spawn_attempts_total", Help: "Backend spawn attempts, by outcome (success or failure).",
 		}, []string{"service", "version", "outcome"}),
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: ourPrefix + "panics_total", Help: "Panics recovered at a serving boundary (connection, admin, route, servicedef), by where.",
+		}, []string{"where"}),
 		outcomes: make(map[wirepb.ErrorCode]string),
 	}
 	m.reloadOK.Set(1)
@@ -73,7 +77,7 @@ func newMetrics(s *Supervisor) *metrics {
 		m.outcomes[wirepb.ErrorCode(v)] = strings.ToLower(strings.TrimPrefix(name, "ERROR_"))
 	}
 	m.outcomes[wirepb.ErrorCode_ERROR_CODE_UNSPECIFIED] = "negotiated"
-	m.reg.MustRegister(m.hellos, m.helloDuration, m.reloads, m.reloadOK, m.reloadTime, m.servicedefChanges, m.loopFailures, m.spawns,
+	m.reg.MustRegister(m.hellos, m.helloDuration, m.reloads, m.reloadOK, m.reloadTime, m.servicedefChanges, m.loopFailures, m.spawns, m.panics,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: v1Prefix + "connections_open", Help: "Control connections open now."},
 			func() float64 { return float64(s.shared.ConnectionsOpen()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: v1Prefix + "uptime_seconds", Help: "Seconds since the broker started."},
@@ -125,6 +129,12 @@ func (m *metrics) render() (string, error) {
 		}
 	}
 	return buf.String(), nil
+}
+
+// countPanic counts one panic recovered at the boundary named by where (connection,
+// admin, route, servicedef); the caller has already logged it with its stack.
+func (s *Supervisor) countPanic(where string) {
+	s.metrics.panics.WithLabelValues(where).Inc()
 }
 
 func (m *metrics) spawnDone(key registry.Key, err error) {
