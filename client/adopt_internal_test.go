@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/rpbroker/broker/handoff"
+	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 
@@ -42,7 +42,7 @@ func unixPair(t *testing.T) (client, peer *net.UnixConn) {
 func TestAdopt(t *testing.T) {
 	n := &wirepb.Negotiated{HandlePassedToken: []byte("0123456789abcdef"), ConnectionId: 5}
 	event := func(tok []byte, id uint64) []byte {
-		b, err := handoff.AckFrame(wirepb.FrameKind_EVENT, id, &wirepb.HandoffAck{Token: tok, Accepted: true, CorrelationId: id})
+		b, err := wire.HandoffAckFrame(wirepb.FrameKind_EVENT, id, &wirepb.HandoffAck{Token: tok, Accepted: true, CorrelationId: id})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/rpbroker/broker/client"
-	"github.com/rpbroker/broker/handoff"
-	"github.com/rpbroker/broker/handoff/handofftest"
 	"github.com/rpbroker/broker/internal/testutil"
-	"github.com/rpbroker/broker/serve"
+	"github.com/rpbroker/broker/supervisor/handoff"
+	"github.com/rpbroker/broker/supervisor/handoff/handofftest"
+	"github.com/rpbroker/broker/supervisor/serve"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 

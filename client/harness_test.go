@@ -18,13 +18,13 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rpbroker/broker/client"
-	"github.com/rpbroker/broker/handoff"
-	"github.com/rpbroker/broker/handoff/handofftest"
 	"github.com/rpbroker/broker/internal/testutil"
-	"github.com/rpbroker/broker/registered"
-	"github.com/rpbroker/broker/registry"
-	"github.com/rpbroker/broker/serve"
 	"github.com/rpbroker/broker/servicedef"
+	"github.com/rpbroker/broker/supervisor/handoff"
+	"github.com/rpbroker/broker/supervisor/handoff/handofftest"
+	"github.com/rpbroker/broker/supervisor/registered"
+	"github.com/rpbroker/broker/supervisor/registry"
+	"github.com/rpbroker/broker/supervisor/serve"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 

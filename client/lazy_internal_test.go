@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rpbroker/broker/handoff"
 	"github.com/rpbroker/broker/internal/testutil"
+	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 
@@ -71,7 +71,7 @@ func (p *pipeServer) received() []string {
 func TestLazyConn(t *testing.T) {
 	n := &wirepb.Negotiated{HandlePassedToken: []byte("0123456789abcdef"), ConnectionId: 5}
 	event := func(tok []byte) []byte {
-		b, err := handoff.AckFrame(wirepb.FrameKind_EVENT, 5, &wirepb.HandoffAck{Token: tok, Accepted: true, CorrelationId: 5})
+		b, err := wire.HandoffAckFrame(wirepb.FrameKind_EVENT, 5, &wirepb.HandoffAck{Token: tok, Accepted: true, CorrelationId: 5})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -188,7 +188,7 @@ func waitFor(t *testing.T, cond func() bool) {
 // order; also when a write ahead found the control connection gone.
 func TestLazyConnWriteAhead(t *testing.T) {
 	n := &wirepb.Negotiated{HandlePassedToken: []byte("0123456789abcdef"), ConnectionId: 5}
-	ev, err := handoff.AckFrame(wirepb.FrameKind_EVENT, 5, &wirepb.HandoffAck{Token: n.HandlePassedToken, Accepted: true, CorrelationId: 5})
+	ev, err := wire.HandoffAckFrame(wirepb.FrameKind_EVENT, 5, &wirepb.HandoffAck{Token: n.HandlePassedToken, Accepted: true, CorrelationId: 5})
 	if err != nil {
 		t.Fatal(err)
 	}

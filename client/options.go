@@ -26,7 +26,7 @@ type options struct {
 	early       []byte
 }
 
-// WithHandoff opts into adoption (broker.md §7): Connect sets capability bit 0 and, when
+// WithHandoff opts into adoption (docs/protocol.md, "Handoff"): Connect sets capability bit 0 and, when
 // the broker issues a token, waits (bounded by WithHandoffWait, default 2 s) for the
 // handoff-ready EVENT and then keeps the connection that carried the Hello, now served by
 // the backend. Anything else falls back to dialling backend_pipe, silently.

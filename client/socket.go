@@ -3,10 +3,10 @@ package client
 import (
 	"fmt"
 
-	"github.com/rpbroker/broker/names"
+	"github.com/rpbroker/broker/wire/names"
 )
 
-// DefaultSocket is the control socket a v1 client uses for service (broker.md §10): the
+// DefaultSocket is the control socket a v1 client uses for service (docs/protocol.md, "Names and paths"): the
 // per-service `-svc-` socket for private-isolation services, the `-shared` socket for
 // shared ones, in $XDG_RUNTIME_DIR/running-process/broker or
 // /tmp/running-process-{uid}/broker.

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/rpbroker/broker/client"
-	"github.com/rpbroker/broker/names"
+	"github.com/rpbroker/broker/wire/names"
 )
 
 func TestDefaultSocket(t *testing.T) {

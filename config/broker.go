@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rpbroker/broker/names"
+	"github.com/rpbroker/broker/wire/names"
 )
 
 var (

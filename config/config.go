@@ -34,7 +34,7 @@ import (
 	gotoml "github.com/pelletier/go-toml/v2"
 
 	"github.com/rpbroker/broker/internal/tomltype"
-	"github.com/rpbroker/broker/names"
+	"github.com/rpbroker/broker/wire/names"
 )
 
 // Service modes.
@@ -45,7 +45,7 @@ const (
 
 // Verify methods of a registered backend.
 const (
-	VerifyProbe   = "probe"   // v1 identity probe (broker.md §6.1)
+	VerifyProbe   = "probe"   // v1 identity probe (docs/protocol.md, "The identity probe")
 	VerifyConnect = "connect" // the endpoint accepts a connection from a listener with our uid
 )
 

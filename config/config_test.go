@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rpbroker/broker/names"
+	"github.com/rpbroker/broker/wire/names"
 )
 
 const testSID = "0123456789abcdef"

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/rpbroker/broker/internal/tomltype"
-	"github.com/rpbroker/broker/names"
+	"github.com/rpbroker/broker/wire/names"
 )
 
 func keySet(keys ...string) map[string]struct{} {

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rpbroker/broker/names"
+	"github.com/rpbroker/broker/wire/names"
 )
 
 // FuzzLoad feeds arbitrary files to Load: it must not panic, and whatever it accepts must

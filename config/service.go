@@ -5,7 +5,7 @@ import (
 	"strconv"
 
 	"github.com/rpbroker/broker/internal/tomltype"
-	"github.com/rpbroker/broker/names"
+	"github.com/rpbroker/broker/wire/names"
 )
 
 // Keys that only make sense in one mode.

@@ -9,8 +9,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/rpbroker/broker/names"
 	"github.com/rpbroker/broker/wire"
+	"github.com/rpbroker/broker/wire/names"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 
@@ -76,7 +76,7 @@ func Encode(def *wirepb.ServiceDefinition) ([]byte, error) {
 	return b, nil
 }
 
-// Validate applies every rule of broker.md §4. service_name must equal stem unless stem is
+// Validate applies every rule of docs/protocol.md, "Service definitions and version policy". service_name must equal stem unless stem is
 // empty. The error is a *ValidationError listing all problems.
 func Validate(def *wirepb.ServiceDefinition, stem string) error {
 	file := stem + Ext

@@ -3,9 +3,9 @@ package supervisor
 import (
 	"fmt"
 
-	"github.com/rpbroker/broker/events"
-	"github.com/rpbroker/broker/serve"
 	"github.com/rpbroker/broker/servicedef"
+	"github.com/rpbroker/broker/supervisor/events"
+	"github.com/rpbroker/broker/supervisor/serve"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/rpbroker/broker/events"
+	"github.com/rpbroker/broker/supervisor/events"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 

@@ -4,17 +4,17 @@ import (
 	"context"
 
 	"github.com/rpbroker/broker/config"
-	"github.com/rpbroker/broker/events"
-	"github.com/rpbroker/broker/launcher"
-	"github.com/rpbroker/broker/names"
-	"github.com/rpbroker/broker/serve"
+	"github.com/rpbroker/broker/supervisor/events"
+	"github.com/rpbroker/broker/supervisor/launch"
+	"github.com/rpbroker/broker/supervisor/serve"
 	"github.com/rpbroker/broker/wire"
+	"github.com/rpbroker/broker/wire/names"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 
 // launchRun is the launcher and the goroutine running it.
 type launchRun struct {
-	m      *launcher.Manager
+	m      *launch.Manager
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error // why launch mode is unavailable, when m is nil
@@ -29,7 +29,7 @@ func (s *Supervisor) startLauncher() {
 		s.launch = &launchRun{err: err}
 		return
 	}
-	m := launcher.New(launcher.Options{
+	m := launch.New(launch.Options{
 		Registry: s.registry,
 		Hasher:   s.hasher,
 		Layout:   layout,
@@ -66,10 +66,10 @@ func (s *Supervisor) launchRouter(svc config.Service) serve.Router {
 		}
 		return unavailableRouter{why}
 	}
-	return s.launch.m.Router(launcher.Settings{StartTimeout: svc.StartTimeout, IdleTimeout: svc.IdleTimeout})
+	return s.launch.m.Router(launch.Settings{StartTimeout: svc.StartTimeout, IdleTimeout: svc.IdleTimeout})
 }
 
-func (s *Supervisor) launchEvent(e launcher.Event) {
+func (s *Supervisor) launchEvent(e launch.Event) {
 	reason := e.Reason
 	if e.Status != "" {
 		reason = e.Status

@@ -11,15 +11,16 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/rpbroker/broker/handoff/handofftest"
 	"github.com/rpbroker/broker/sdk/backend"
+	"github.com/rpbroker/broker/supervisor/handoff/handofftest"
+	"github.com/rpbroker/broker/wire"
 )
 
 func TestMain(m *testing.M) {
 	// The test binary is also the backends: registered ones (startBackend) and the ones
 	// the broker under test launches.
 	handofftest.MaybeChild()
-	if os.Getenv(backend.EnvServiceName) != "" {
+	if os.Getenv(wire.EnvServiceName) != "" {
 		os.Exit(runLaunchedBackend())
 	}
 	goleak.VerifyTestMain(m)

@@ -11,9 +11,9 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"golang.org/x/sys/unix"
 
-	"github.com/rpbroker/broker/names"
-	"github.com/rpbroker/broker/registry"
-	"github.com/rpbroker/broker/serve"
+	"github.com/rpbroker/broker/supervisor/registry"
+	"github.com/rpbroker/broker/supervisor/serve"
+	"github.com/rpbroker/broker/wire/names"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 

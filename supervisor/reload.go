@@ -4,7 +4,7 @@ import (
 	"time"
 
 	"github.com/rpbroker/broker/config"
-	"github.com/rpbroker/broker/serve"
+	"github.com/rpbroker/broker/supervisor/serve"
 )
 
 // reload runs on the event loop: load and validate the whole file first; an invalid file

@@ -7,11 +7,11 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/rpbroker/broker/admin"
 	"github.com/rpbroker/broker/config"
 	"github.com/rpbroker/broker/internal/ctxsleep"
-	"github.com/rpbroker/broker/registered"
-	"github.com/rpbroker/broker/serve"
+	"github.com/rpbroker/broker/supervisor/admin"
+	"github.com/rpbroker/broker/supervisor/registered"
+	"github.com/rpbroker/broker/supervisor/serve"
 )
 
 // runner owns one service: its serve loop (bound with retry and backoff) and, for a

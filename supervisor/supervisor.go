@@ -16,10 +16,10 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/rpbroker/broker/config"
-	"github.com/rpbroker/broker/events"
-	"github.com/rpbroker/broker/identity"
-	"github.com/rpbroker/broker/registry"
-	"github.com/rpbroker/broker/serve"
+	"github.com/rpbroker/broker/supervisor/events"
+	"github.com/rpbroker/broker/supervisor/registry"
+	"github.com/rpbroker/broker/supervisor/serve"
+	"github.com/rpbroker/broker/wire/identity"
 )
 
 // Options configure a Supervisor.

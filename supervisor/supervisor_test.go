@@ -19,10 +19,10 @@ import (
 
 	"github.com/rpbroker/broker/client"
 	"github.com/rpbroker/broker/config"
-	"github.com/rpbroker/broker/events"
-	"github.com/rpbroker/broker/handoff/handofftest"
 	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/servicedef"
+	"github.com/rpbroker/broker/supervisor/events"
+	"github.com/rpbroker/broker/supervisor/handoff/handofftest"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 

@@ -4,7 +4,7 @@ import (
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 
-// Refusal reasons of broker.md §3. They are wire facts: clients match on them.
+// Refusal reasons (docs/protocol.md, "The dispatch order"). They are wire facts: clients match on them.
 const (
 	ReasonFramingVersion   = "unsupported framing version"
 	ReasonHelloTooLarge    = "initial Hello frame exceeds 64 KiB"

@@ -6,8 +6,8 @@ import (
 	"io"
 	"strings"
 
-	"github.com/rpbroker/broker/admin"
 	"github.com/rpbroker/broker/client"
+	"github.com/rpbroker/broker/supervisor/admin"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 

@@ -13,8 +13,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/rpbroker/broker/config"
-	"github.com/rpbroker/broker/names"
 	"github.com/rpbroker/broker/servicedef"
+	"github.com/rpbroker/broker/wire/names"
 )
 
 const checkUsage = `usage: broker check -c FILE

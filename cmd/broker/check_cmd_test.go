@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/rpbroker/broker/config"
-	"github.com/rpbroker/broker/names"
 	"github.com/rpbroker/broker/servicedef"
+	"github.com/rpbroker/broker/wire/names"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 

@@ -15,9 +15,9 @@ import (
 
 	"github.com/rpbroker/broker/client"
 	"github.com/rpbroker/broker/config"
-	"github.com/rpbroker/broker/identity"
-	"github.com/rpbroker/broker/names"
 	"github.com/rpbroker/broker/servicedef"
+	"github.com/rpbroker/broker/wire/identity"
+	"github.com/rpbroker/broker/wire/names"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/rpbroker/broker/client"
-	"github.com/rpbroker/broker/handoff/handofftest"
 	"github.com/rpbroker/broker/internal/testutil"
+	"github.com/rpbroker/broker/supervisor/handoff/handofftest"
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
 )

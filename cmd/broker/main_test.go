@@ -6,7 +6,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/rpbroker/broker/handoff/handofftest"
+	"github.com/rpbroker/broker/supervisor/handoff/handofftest"
 )
 
 // The test binary doubles as the real broker (this env var) and as an echo backend

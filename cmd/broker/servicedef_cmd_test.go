@@ -48,7 +48,7 @@ func zcWant() *wirepb.ServiceDefinition {
 	}
 }
 
-// handBuilt is zcWant encoded with protowire from the wire-v1.md field numbers alone, the
+// handBuilt is zcWant encoded with protowire from the field numbers of wire/wirepb/broker.proto alone, the
 // way any protobuf implementation working from the schema would lay it out.
 func handBuilt() []byte {
 	var b []byte

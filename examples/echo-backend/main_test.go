@@ -16,9 +16,9 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/rpbroker/broker/identity"
 	"github.com/rpbroker/broker/internal/testutil"
-	"github.com/rpbroker/broker/sdk/backend"
+	"github.com/rpbroker/broker/wire"
+	"github.com/rpbroker/broker/wire/identity"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -52,8 +52,8 @@ func TestEchoBackend(t *testing.T) {
 				cmd = exec.Command(bin)
 				cmd.ExtraFiles = []*os.File{listenerFile(t, ep)}
 				cmd.Env = append(os.Environ(),
-					backend.EnvListenerFD+"=3", backend.EnvBackendPipe+"="+ep,
-					backend.EnvServiceName+"=echo", backend.EnvServiceVersion+"=2.0.0")
+					wire.EnvListenerFD+"=3", wire.EnvBackendPipe+"="+ep,
+					wire.EnvServiceName+"=echo", wire.EnvServiceVersion+"=2.0.0")
 			}
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rpbroker/broker/identity"
 	"github.com/rpbroker/broker/sdk/backend"
+	"github.com/rpbroker/broker/wire/identity"
 )
 
 // BenchmarkConnectEcho compares a connect + 64-byte echo through the SDK with the same

@@ -10,8 +10,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/rpbroker/broker/identity"
 	"github.com/rpbroker/broker/wire"
+	"github.com/rpbroker/broker/wire/identity"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 

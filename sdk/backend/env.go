@@ -5,25 +5,14 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-)
 
-// Launch-mode environment a broker sets for its child (broker.md §6, v1).
-const (
-	EnvServiceName    = "RUNNING_PROCESS_BROKER_V1_SERVICE_NAME"
-	EnvServiceVersion = "RUNNING_PROCESS_BROKER_V1_SERVICE_VERSION"
-	EnvBackendPipe    = "RUNNING_PROCESS_BROKER_V1_BACKEND_PIPE"
-	EnvNamespace      = "RUNNING_PROCESS_BROKER_V1_BACKEND_NAMESPACE"
-	EnvInstance       = "RUNNING_PROCESS_BROKER_V1_INSTANCE"
-	EnvTraceparent    = "RUNNING_PROCESS_BROKER_V1_TRACEPARENT"
-	EnvTracestate     = "RUNNING_PROCESS_BROKER_V1_TRACESTATE"
-	EnvListenerFD     = "RUNNING_PROCESS_BROKER_LISTENER_FD"
-	EnvIsDaemon       = "RUNNING_PROCESS_IS_DAEMON"
+	"github.com/rpbroker/broker/wire"
 )
 
 // ErrNotLaunched means the process was not started by a broker: neither a backend pipe nor
 // an inherited listener is in the environment. A backend that also runs in registered mode
 // falls back to New with its own endpoint.
-var ErrNotLaunched = errors.New("not launched by a broker: " + EnvBackendPipe + " and " + EnvListenerFD + " are unset")
+var ErrNotLaunched = errors.New("not launched by a broker: " + wire.EnvBackendPipe + " and " + wire.EnvListenerFD + " are unset")
 
 // FromEnv builds a Server from the launch-mode environment.
 func FromEnv() (*Server, error) {
@@ -38,20 +27,20 @@ func FromEnv() (*Server, error) {
 func optionsFromEnv(lookup func(string) (string, bool)) (Options, error) {
 	get := func(k string) string { v, _ := lookup(k); return v }
 	o := Options{
-		Endpoint:       get(EnvBackendPipe),
-		ServiceName:    get(EnvServiceName),
-		ServiceVersion: get(EnvServiceVersion),
-		Namespace:      get(EnvNamespace),
-		Instance:       get(EnvInstance),
-		Traceparent:    get(EnvTraceparent),
-		Tracestate:     get(EnvTracestate),
-		IsDaemon:       get(EnvIsDaemon) == "1",
+		Endpoint:       get(wire.EnvBackendPipe),
+		ServiceName:    get(wire.EnvServiceName),
+		ServiceVersion: get(wire.EnvServiceVersion),
+		Namespace:      get(wire.EnvNamespace),
+		Instance:       get(wire.EnvInstance),
+		Traceparent:    get(wire.EnvTraceparent),
+		Tracestate:     get(wire.EnvTracestate),
+		IsDaemon:       get(wire.EnvIsDaemon) == "1",
 	}
-	if v := get(EnvListenerFD); v != "" {
+	if v := get(wire.EnvListenerFD); v != "" {
 		fd, err := strconv.Atoi(v)
 		// 0-2 are stdio; an inherited listener starts at 3 (ExtraFiles).
 		if err != nil || fd < 3 {
-			return Options{}, fmt.Errorf("backend env: %s=%q: not a file descriptor above stdio", EnvListenerFD, v)
+			return Options{}, fmt.Errorf("backend env: %s=%q: not a file descriptor above stdio", wire.EnvListenerFD, v)
 		}
 		o.ListenerFD = fd
 	}

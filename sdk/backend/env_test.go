@@ -5,19 +5,21 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/rpbroker/broker/wire"
 )
 
 func TestOptionsFromEnv(t *testing.T) {
 	full := map[string]string{
-		EnvServiceName:    "build-cache",
-		EnvServiceVersion: "1.2.3",
-		EnvBackendPipe:    "/run/rpb-v1-x-be-y.sock",
-		EnvNamespace:      "private:build-cache",
-		EnvInstance:       "private:build-cache",
-		EnvTraceparent:    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-		EnvTracestate:     "k=v",
-		EnvListenerFD:     "3",
-		EnvIsDaemon:       "1",
+		wire.EnvServiceName:    "build-cache",
+		wire.EnvServiceVersion: "1.2.3",
+		wire.EnvBackendPipe:    "/run/rpb-v1-x-be-y.sock",
+		wire.EnvNamespace:      "private:build-cache",
+		wire.EnvInstance:       "private:build-cache",
+		wire.EnvTraceparent:    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+		wire.EnvTracestate:     "k=v",
+		wire.EnvListenerFD:     "3",
+		wire.EnvIsDaemon:       "1",
 	}
 	with := func(kv ...string) map[string]string {
 		m := map[string]string{}
@@ -42,21 +44,21 @@ func TestOptionsFromEnv(t *testing.T) {
 		{name: "full launch env", env: full, want: Options{
 			Endpoint: "/run/rpb-v1-x-be-y.sock", ListenerFD: 3, ServiceName: "build-cache",
 			ServiceVersion: "1.2.3", Namespace: "private:build-cache", Instance: "private:build-cache",
-			Traceparent: full[EnvTraceparent], Tracestate: "k=v", IsDaemon: true,
+			Traceparent: full[wire.EnvTraceparent], Tracestate: "k=v", IsDaemon: true,
 		}},
-		{name: "child that binds the pipe itself", env: map[string]string{EnvBackendPipe: "/p.sock"},
+		{name: "child that binds the pipe itself", env: map[string]string{wire.EnvBackendPipe: "/p.sock"},
 			want: Options{Endpoint: "/p.sock"}},
-		{name: "fd without pipe", env: map[string]string{EnvListenerFD: "7"}, want: Options{ListenerFD: 7}},
-		{name: "is_daemon other than 1", env: with(EnvIsDaemon, "true"), want: func() Options {
+		{name: "fd without pipe", env: map[string]string{wire.EnvListenerFD: "7"}, want: Options{ListenerFD: 7}},
+		{name: "is_daemon other than 1", env: with(wire.EnvIsDaemon, "true"), want: func() Options {
 			o, _ := optionsFromEnv(lookupIn(full))
 			o.IsDaemon = false
 			return o
 		}()},
 		{name: "nothing set", env: map[string]string{}, wantErr: "not launched"},
-		{name: "only names set", env: with(EnvBackendPipe, "<unset>", EnvListenerFD, "<unset>"), wantErr: "not launched"},
-		{name: "fd not a number", env: with(EnvListenerFD, "three"), wantErr: `RUNNING_PROCESS_BROKER_LISTENER_FD="three"`},
-		{name: "fd is stdio", env: with(EnvListenerFD, "2"), wantErr: "above stdio"},
-		{name: "fd negative", env: with(EnvListenerFD, "-1"), wantErr: "above stdio"},
+		{name: "only names set", env: with(wire.EnvBackendPipe, "<unset>", wire.EnvListenerFD, "<unset>"), wantErr: "not launched"},
+		{name: "fd not a number", env: with(wire.EnvListenerFD, "three"), wantErr: `RUNNING_PROCESS_BROKER_LISTENER_FD="three"`},
+		{name: "fd is stdio", env: with(wire.EnvListenerFD, "2"), wantErr: "above stdio"},
+		{name: "fd negative", env: with(wire.EnvListenerFD, "-1"), wantErr: "above stdio"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -15,12 +15,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/rpbroker/broker/handoff"
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 
-// Handoff (broker.md §7, v1 wire). The broker connects to HandoffEndpoint ahead of
+// Handoff (docs/protocol.md, "Handoff"). The broker connects to HandoffEndpoint ahead of
 // demand and, per handoff, sends on one connection: one message with the 16 token bytes
 // and the client's fd as SCM_RIGHTS, then a REQUEST frame (0xD0FF) carrying HandoffOffer.
 // The backend answers a RESPONSE HandoffAck and, if it accepted, serves the client with
@@ -118,13 +117,13 @@ func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn, bufs *recv
 		}
 		return nil, false, nil, fmt.Errorf("read offer: %w", err)
 	}
-	offer, err := handoff.ParseOffer(body)
+	offer, err := wire.ParseHandoffOffer(body)
 	if err != nil {
 		unix.Close(fd)
 		return nil, false, nil, err // not a v1 offer: nothing sensible to answer
 	}
 	ext := offer.Ext
-	var answer handoff.Ext
+	var answer wire.HandoffExt
 	ack := &wirepb.HandoffAck{Token: offer.Token, CorrelationId: offer.CorrelationID}
 	if ext.Probe && fd < 0 && isProbeToken(tok) && bytes.Equal(offer.Token, tok) {
 		return nil, true, nil, answerProbe(c, offer.RequestID, ack, ext)
@@ -133,7 +132,7 @@ func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn, bufs *recv
 	switch {
 	case ext.Probe:
 		ack.ErrorDetail = "malformed capability probe"
-	case len(tok) != handoff.TokenLen || fd < 0:
+	case len(tok) != wire.HandoffTokenLen || fd < 0:
 		ack.ErrorDetail = "no 16-byte token with a descriptor"
 	case !bytes.Equal(offer.Token, tok):
 		ack.ErrorDetail = "offer token does not match the passed token"
@@ -178,7 +177,7 @@ func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn, bufs *recv
 		c.SetReadDeadline(time.Time{})
 		return client, true, nil, nil // quiet: an accepted exchange is not acked
 	}
-	b, err := handoff.AckFrameExt(wirepb.FrameKind_RESPONSE, offer.RequestID, ack, answer)
+	b, err := wire.HandoffAckFrameExt(wirepb.FrameKind_RESPONSE, offer.RequestID, ack, answer)
 	if err == nil && answer.Relayed {
 		c.SetReadDeadline(time.Time{})
 		return client, answer.Reuse, b, nil
@@ -202,17 +201,17 @@ func (s *Server) receiveHandoff(ctx context.Context, c *net.UnixConn, bufs *recv
 
 // isProbeToken: a capability probe carries the all-zero token (and no descriptor).
 func isProbeToken(tok []byte) bool {
-	return len(tok) == handoff.TokenLen && bytes.Count(tok, []byte{0}) == handoff.TokenLen
+	return len(tok) == wire.HandoffTokenLen && bytes.Count(tok, []byte{0}) == wire.HandoffTokenLen
 }
 
 // answerProbe answers a capability probe (handoff/probe.go): no client, so nothing is
 // accepted, no handler runs and no token is recorded; the answer says this backend
 // relays the EVENT and reads the next exchange on c, and echoes the probe so that a v1
 // decline cannot be taken for it.
-func answerProbe(c *net.UnixConn, requestID uint64, ack *wirepb.HandoffAck, ext handoff.Ext) error {
+func answerProbe(c *net.UnixConn, requestID uint64, ack *wirepb.HandoffAck, ext wire.HandoffExt) error {
 	ack.ErrorDetail = "capability probe"
-	answer := handoff.Ext{Relayed: ext.RelayConnID != 0, Reuse: ext.Reuse, Probe: true, Quiet: ext.Quiet}
-	b, err := handoff.AckFrameExt(wirepb.FrameKind_RESPONSE, requestID, ack, answer)
+	answer := wire.HandoffExt{Relayed: ext.RelayConnID != 0, Reuse: ext.Reuse, Probe: true, Quiet: ext.Quiet}
+	b, err := wire.HandoffAckFrameExt(wirepb.FrameKind_RESPONSE, requestID, ack, answer)
 	if err == nil {
 		c.SetWriteDeadline(time.Now().Add(offerTimeout))
 		_, err = c.Write(b)
@@ -231,7 +230,7 @@ func answerProbe(c *net.UnixConn, requestID uint64, ack *wirepb.HandoffAck, ext 
 // A client's receive buffer holds at most Negotiated at this point, so the write does not
 // block; if it ever did not go out whole, the caller declines and the client falls back.
 func relay(client net.Conn, tok []byte, connID uint64) error {
-	ev, err := handoff.AckFrame(wirepb.FrameKind_EVENT, connID, &wirepb.HandoffAck{Token: tok, Accepted: true, CorrelationId: connID})
+	ev, err := wire.HandoffAckFrame(wirepb.FrameKind_EVENT, connID, &wirepb.HandoffAck{Token: tok, Accepted: true, CorrelationId: connID})
 	if err != nil {
 		return err
 	}
@@ -306,11 +305,11 @@ func recvToken(c *net.UnixConn, bufs *recvBufs) (tok []byte, fd int, rest []byte
 	if err == nil && flags&unix.MSG_CTRUNC != 0 {
 		err = errors.New("control message truncated")
 	}
-	if err == nil && n < handoff.TokenLen {
+	if err == nil && n < wire.HandoffTokenLen {
 		// A stream may split the token; the fd travels with its first byte.
 		c.SetReadDeadline(time.Now().Add(offerTimeout))
-		_, err = io.ReadFull(c, buf[n:handoff.TokenLen])
-		n = handoff.TokenLen
+		_, err = io.ReadFull(c, buf[n:wire.HandoffTokenLen])
+		n = wire.HandoffTokenLen
 	}
 	if err != nil {
 		if fd >= 0 {
@@ -318,7 +317,7 @@ func recvToken(c *net.UnixConn, bufs *recvBufs) (tok []byte, fd int, rest []byte
 		}
 		return nil, -1, nil, err
 	}
-	return buf[:handoff.TokenLen], fd, buf[handoff.TokenLen:n], nil
+	return buf[:wire.HandoffTokenLen], fd, buf[wire.HandoffTokenLen:n], nil
 }
 
 func rights(oob []byte) []int {
@@ -338,19 +337,19 @@ func rights(oob []byte) []int {
 // tokenSet remembers the most recent tokens (a ring) so an offer cannot be replayed.
 type tokenSet struct {
 	mu   sync.Mutex
-	set  map[[handoff.TokenLen]byte]struct{}
-	ring [][handoff.TokenLen]byte
+	set  map[[wire.HandoffTokenLen]byte]struct{}
+	ring [][wire.HandoffTokenLen]byte
 	next int
 }
 
 // add records tok and reports whether it was new.
 func (t *tokenSet) add(tok []byte) bool {
-	k := [handoff.TokenLen]byte(tok)
+	k := [wire.HandoffTokenLen]byte(tok)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.set == nil {
-		t.set = make(map[[handoff.TokenLen]byte]struct{}, seenTokens)
-		t.ring = make([][handoff.TokenLen]byte, seenTokens)
+		t.set = make(map[[wire.HandoffTokenLen]byte]struct{}, seenTokens)
+		t.ring = make([][wire.HandoffTokenLen]byte, seenTokens)
 	}
 	if _, dup := t.set[k]; dup {
 		return false

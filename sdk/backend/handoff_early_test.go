@@ -15,7 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/rpbroker/broker/handoff"
 	"github.com/rpbroker/broker/sdk/backend"
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
@@ -23,7 +22,7 @@ import (
 
 // sendOne plays one broker exchange with the token and the offer frame in a single
 // sendmsg (what our broker does on a proven connection) and returns the raw ack body.
-func sendOne(t *testing.T, c *net.UnixConn, tok []byte, ext handoff.Ext, fd int) []byte {
+func sendOne(t *testing.T, c *net.UnixConn, tok []byte, ext wire.HandoffExt, fd int) []byte {
 	t.Helper()
 	send(t, c, tok, tok, ext, fd)
 	body, err := wire.ReadFrameBody(c, 1024)
@@ -56,9 +55,9 @@ func dialHandoff(t *testing.T, hep string) *net.UnixConn {
 }
 
 // send writes the token message with fd and an offer for offered, in one sendmsg.
-func send(t *testing.T, c *net.UnixConn, tok, offered []byte, ext handoff.Ext, fd int) {
+func send(t *testing.T, c *net.UnixConn, tok, offered []byte, ext wire.HandoffExt, fd int) {
 	t.Helper()
-	offer, err := handoff.OfferFrameExt(offered, "echo", 33, ext)
+	offer, err := wire.HandoffOfferFrameExt(offered, "echo", 33, ext)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,13 +75,13 @@ func TestHandoffOneMessage(t *testing.T) {
 
 	cases := []struct {
 		name     string
-		ext      handoff.Ext
+		ext      wire.HandoffExt
 		shutRead bool // the client stops reading first: the relay write fails
 		accept   bool
 	}{
-		{"v1 offer", handoff.Ext{}, false, true},
-		{"relay with early data", handoff.Ext{RelayConnID: 9, Reuse: true}, false, true},
-		{"relay impossible: declined, early data unread", handoff.Ext{RelayConnID: 9, Reuse: true}, true, false},
+		{"v1 offer", wire.HandoffExt{}, false, true},
+		{"relay with early data", wire.HandoffExt{RelayConnID: 9, Reuse: true}, false, true},
+		{"relay impossible: declined, early data unread", wire.HandoffExt{RelayConnID: 9, Reuse: true}, true, false},
 	}
 	c := dialHandoff(t, hep)
 	for _, tc := range cases {
@@ -103,7 +102,7 @@ func TestHandoffOneMessage(t *testing.T) {
 				hc = dialHandoff(t, hep) // v1: one exchange per connection
 			}
 			tok := token()
-			got, err := handoff.ParseAckExt(sendOne(t, hc, tok, tc.ext, fd), wirepb.FrameKind_RESPONSE, tok, 33)
+			got, err := wire.ParseHandoffAckExt(sendOne(t, hc, tok, tc.ext, fd), wirepb.FrameKind_RESPONSE, tok, 33)
 			if tc.accept != (err == nil) {
 				t.Fatalf("ack: %v, want accepted=%v", err, tc.accept)
 			}
@@ -148,7 +147,7 @@ func TestHandoffOneMessage(t *testing.T) {
 func TestHandoffQuiet(t *testing.T) {
 	c := dialHandoff(t, echoHandoffServer(t))
 
-	quiet := handoff.Ext{RelayConnID: 9, Reuse: true, Quiet: true}
+	quiet := wire.HandoffExt{RelayConnID: 9, Reuse: true, Quiet: true}
 	for range 2 { // back to back: nothing is read between them
 		cl, fd := clientPair(t)
 		tok := token()
@@ -162,7 +161,7 @@ func TestHandoffQuiet(t *testing.T) {
 	// The first bytes on the handoff connection answer this acked exchange.
 	cl, fd := clientPair(t)
 	tok := token()
-	got, err := handoff.ParseAckExt(sendOne(t, c, tok, handoff.Ext{RelayConnID: 9, Reuse: true}, fd), wirepb.FrameKind_RESPONSE, tok, 33)
+	got, err := wire.ParseHandoffAckExt(sendOne(t, c, tok, wire.HandoffExt{RelayConnID: 9, Reuse: true}, fd), wirepb.FrameKind_RESPONSE, tok, 33)
 	unix.Close(fd)
 	if err != nil || !got.Relayed || !got.Reuse {
 		t.Fatalf("first ack read: %+v, %v; want the third exchange's", got, err)
@@ -180,7 +179,7 @@ func TestHandoffQuiet(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no ack for a quiet decline: %v", err)
 	}
-	if err := handoff.ParseAck(body, wirepb.FrameKind_RESPONSE, offered, 33); !errors.Is(err, handoff.ErrNotAccepted) || !strings.Contains(err.Error(), "does not match the passed token") {
+	if err := wire.ParseHandoffAck(body, wirepb.FrameKind_RESPONSE, offered, 33); !errors.Is(err, wire.ErrNotAccepted) || !strings.Contains(err.Error(), "does not match the passed token") {
 		t.Fatalf("quiet decline: %v", err)
 	}
 	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
@@ -199,7 +198,7 @@ func TestHandoffAdoptsNonBlocking(t *testing.T) {
 			t.Fatal(err)
 		}
 		tok := token()
-		send(t, c, tok, tok, handoff.Ext{RelayConnID: 9, Reuse: true, Quiet: true}, fd)
+		send(t, c, tok, tok, wire.HandoffExt{RelayConnID: 9, Reuse: true, Quiet: true}, fd)
 		if _, err := wire.ReadFrameBody(cl, 1024); err != nil {
 			t.Fatalf("no handoff-ready EVENT: %v", err)
 		}
@@ -227,7 +226,7 @@ func TestHandoffQuietQueuedBehindDecline(t *testing.T) {
 		AcceptHandoff: func([]byte) bool { return calls.Add(1) > 1 || <-decide }})
 	serve(t, srv, echo)
 	c := dialHandoff(t, hep)
-	quiet := handoff.Ext{RelayConnID: 9, Reuse: true, Quiet: true}
+	quiet := wire.HandoffExt{RelayConnID: 9, Reuse: true, Quiet: true}
 
 	_, fd1 := clientPair(t)
 	cl2, fd2 := clientPair(t)
@@ -245,7 +244,7 @@ func TestHandoffQuietQueuedBehindDecline(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no decline: %v", err)
 	}
-	if err := handoff.ParseAck(body, wirepb.FrameKind_RESPONSE, tok1, 33); !errors.Is(err, handoff.ErrNotAccepted) {
+	if err := wire.ParseHandoffAck(body, wirepb.FrameKind_RESPONSE, tok1, 33); !errors.Is(err, wire.ErrNotAccepted) {
 		t.Fatalf("first exchange: %v, want a decline", err)
 	}
 	// Hung up with the second exchange unread: EOF or a reset.

@@ -13,7 +13,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/rpbroker/broker/handoff"
 	"github.com/rpbroker/broker/sdk/backend"
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
@@ -23,8 +22,8 @@ import (
 // descriptor unless fd >= 0, then the offer with relay, reuse, probe and quiet if asked.
 func probeOffer(t *testing.T, c *net.UnixConn, fd int, quiet bool) []byte {
 	t.Helper()
-	tok := make([]byte, handoff.TokenLen)
-	offer, err := handoff.OfferFrameExt(tok, "", 0, handoff.Ext{RelayConnID: 1, Reuse: true, Probe: true, Quiet: quiet})
+	tok := make([]byte, wire.HandoffTokenLen)
+	offer, err := wire.HandoffOfferFrameExt(tok, "", 0, wire.HandoffExt{RelayConnID: 1, Reuse: true, Probe: true, Quiet: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,14 +57,14 @@ func TestHandoffProbe(t *testing.T) {
 
 	c := dial()
 	for _, quiet := range []bool{true, false} {
-		if got, err := handoff.ParseProbeAck(probeOffer(t, c, -1, quiet)); err != nil || !got.Relayed || !got.Reuse || got.Quiet != quiet {
+		if got, err := wire.ParseHandoffProbeAck(probeOffer(t, c, -1, quiet)); err != nil || !got.Relayed || !got.Reuse || got.Quiet != quiet {
 			t.Fatalf("probe (quiet %v) answer %+v, %v", quiet, got, err)
 		}
 	}
 	cl, fd := clientPair(t)
 	defer unix.Close(fd)
 	tok := token()
-	if _, err := handoff.ParseAckExt(sendOne(t, c, tok, handoff.Ext{RelayConnID: 5, Reuse: true}, fd), wirepb.FrameKind_RESPONSE, tok, 33); err != nil {
+	if _, err := wire.ParseHandoffAckExt(sendOne(t, c, tok, wire.HandoffExt{RelayConnID: 5, Reuse: true}, fd), wirepb.FrameKind_RESPONSE, tok, 33); err != nil {
 		t.Fatalf("handoff after the probes: %v", err)
 	}
 	if _, err := wire.ReadFrameBody(cl, 1024); err != nil {
@@ -80,10 +79,10 @@ func TestHandoffProbe(t *testing.T) {
 	_, fd2 := clientPair(t)
 	defer unix.Close(fd2)
 	body := probeOffer(t, dial(), fd2, true)
-	if _, err := handoff.ParseProbeAck(body); err == nil {
+	if _, err := wire.ParseHandoffProbeAck(body); err == nil {
 		t.Fatal("probe with a descriptor answered as a probe")
 	}
-	if err := handoff.ParseAck(body, wirepb.FrameKind_RESPONSE, make([]byte, handoff.TokenLen), 0); !errors.Is(err, handoff.ErrNotAccepted) || !strings.Contains(err.Error(), "probe") {
+	if err := wire.ParseHandoffAck(body, wirepb.FrameKind_RESPONSE, make([]byte, wire.HandoffTokenLen), 0); !errors.Is(err, wire.ErrNotAccepted) || !strings.Contains(err.Error(), "probe") {
 		t.Fatalf("probe with a descriptor: %v, want a decline", err)
 	}
 	if n := handled.Load(); n != 1 {

@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/rpbroker/broker/handoff"
 	"github.com/rpbroker/broker/sdk/backend"
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
@@ -57,7 +56,7 @@ func offer(t *testing.T, hep string, sent, offered []byte, fd int) *wirepb.Hando
 	if _, _, err := c.WriteMsgUnix(sent, oob, nil); err != nil {
 		t.Fatal(err)
 	}
-	b, err := handoff.OfferFrame(offered, "echo", 33)
+	b, err := wire.HandoffOfferFrame(offered, "echo", 33)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +81,7 @@ func offer(t *testing.T, hep string, sent, offered []byte, fd int) *wirepb.Hando
 }
 
 func token() []byte {
-	b := make([]byte, handoff.TokenLen)
+	b := make([]byte, wire.HandoffTokenLen)
 	rand.Read(b)
 	return b
 }

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rpbroker/broker/identity"
 	"github.com/rpbroker/broker/internal/testutil"
-	"github.com/rpbroker/broker/sdk/backend"
+	"github.com/rpbroker/broker/wire"
+	"github.com/rpbroker/broker/wire/identity"
 )
 
 // A launched child adopts the listener the "broker" (this test) bound, answers the probe
@@ -38,11 +38,11 @@ func TestInheritedListener(t *testing.T) {
 	cmd.ExtraFiles = []*os.File{f}
 	cmd.Env = append(os.Environ(),
 		"BACKEND_TEST_CHILD=1",
-		backend.EnvListenerFD+"=3",
-		backend.EnvBackendPipe+"="+ep,
-		backend.EnvServiceName+"=echo",
-		backend.EnvServiceVersion+"=1.0.0",
-		backend.EnvIsDaemon+"=1",
+		wire.EnvListenerFD+"=3",
+		wire.EnvBackendPipe+"="+ep,
+		wire.EnvServiceName+"=echo",
+		wire.EnvServiceVersion+"=1.0.0",
+		wire.EnvIsDaemon+"=1",
 	)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {

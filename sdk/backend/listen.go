@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/rpbroker/broker/names"
+	"github.com/rpbroker/broker/wire/names"
 )
 
 // staleProbeTimeout bounds the connect that decides whether an existing socket is alive.

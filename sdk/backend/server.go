@@ -21,7 +21,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/rpbroker/broker/identity"
+	"github.com/rpbroker/broker/wire/identity"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 
@@ -56,7 +56,7 @@ type Options struct {
 	IsDaemon       bool
 
 	// HandoffEndpoint, when set, is bound (mode 0600) next to Endpoint: the broker passes
-	// negotiated client connections there (broker.md §7) and they reach the same Handler.
+	// negotiated client connections there (docs/protocol.md, "Handoff") and they reach the same Handler.
 	HandoffEndpoint string
 	// AcceptHandoff, if set, may decline a handoff by its token; a declined client
 	// reconnects through the backend pipe.

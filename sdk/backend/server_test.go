@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rpbroker/broker/identity"
 	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/sdk/backend"
 	"github.com/rpbroker/broker/wire"
+	"github.com/rpbroker/broker/wire/identity"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 

@@ -1,0 +1,275 @@
+// Package registered routes Hellos to a backend that runs on its own at a known endpoint.
+// The backend is verified when first seen and whenever it was found dead; while it is
+// down, Hellos are refused with BACKEND_SPAWN_FAILED and the endpoint is re-probed with
+// backoff.
+package registered
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/rpbroker/broker/supervisor/handoff"
+	"github.com/rpbroker/broker/supervisor/registry"
+	"github.com/rpbroker/broker/supervisor/serve"
+	"github.com/rpbroker/broker/wire"
+	"github.com/rpbroker/broker/wire/identity"
+	"github.com/rpbroker/broker/wire/wirepb"
+)
+
+// Verify modes.
+const (
+	VerifyProbe   = "probe"   // v1 identity probe, checked against the real process
+	VerifyConnect = "connect" // endpoint accepts and its listener runs as our uid
+)
+
+// Options configure one registered backend.
+type Options struct {
+	Service  string
+	Version  string
+	Endpoint string
+	Verify   string
+	Instance string // registry instance id, e.g. private:<service>
+	// HandoffEndpoint is the backend's handoff socket; empty disables handoff. When set,
+	// clients that set capability bit 0 get a token, and their connection is passed to
+	// the backend after Negotiated (only ever to the verified backend's pid). Clients that
+	// also set bit 1 get early data (ours) once the backend has proven it relays.
+	HandoffEndpoint string
+	// Handoff tunes the dispatcher (spares, timeouts); Endpoint, ExpectPID and Log are
+	// filled in here.
+	Handoff  handoff.Options
+	Registry *registry.Registry
+	Hasher   *identity.Hasher
+	Log      zerolog.Logger
+	// MinBackoff and MaxBackoff bound the re-probe interval while the backend is down.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// Backend tracks one registered backend. Run owns the probe loop; Route is safe to call
+// from any connection goroutine.
+type Backend struct {
+	o    Options
+	cur  atomic.Pointer[registry.Backend]
+	kick chan struct{}
+	disp *handoff.Dispatcher // nil without a handoff endpoint
+}
+
+// New returns a Backend; call Run to start verifying it.
+func New(o Options) *Backend {
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 20 * time.Millisecond
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 2 * time.Second
+	}
+	if o.Verify == "" {
+		o.Verify = VerifyProbe
+	}
+	if o.Hasher == nil {
+		o.Hasher = &identity.Hasher{}
+	}
+	b := &Backend{o: o, kick: make(chan struct{}, 1)}
+	if o.HandoffEndpoint != "" {
+		ho := o.Handoff
+		ho.Endpoint = o.HandoffEndpoint
+		ho.ExpectPID = b.verifiedPID
+		ho.Log = o.Log.With().Str("handoff_endpoint", o.HandoffEndpoint).Logger()
+		b.disp = handoff.New(ho)
+	}
+	return b
+}
+
+// verifiedPID is the pid a handoff peer must have: the verified backend's, else 0 (no
+// fd leaves the broker). It asks no system call: Run's watch clears the backend as soon
+// as its pidfd reports the exit, and a spare to a process that is gone fails its
+// sendmsg, delivering nothing. A handoff asks this several times (grant, Prepare, send).
+func (b *Backend) verifiedPID() int {
+	if cur := b.cur.Load(); cur != nil {
+		return cur.PID
+	}
+	return 0
+}
+
+// Dispatcher is the handoff dispatcher, nil when handoff is off.
+func (b *Backend) Dispatcher() *handoff.Dispatcher { return b.disp }
+
+// Current returns the verified live backend, or nil.
+func (b *Backend) Current() *registry.Backend {
+	cur := b.cur.Load()
+	if cur == nil || !cur.Alive() {
+		return nil
+	}
+	return cur
+}
+
+// Route answers a Hello with the backend endpoint when the backend is verified, alive and
+// of the wanted version.
+func (b *Backend) Route(_ context.Context, req *serve.Request) (serve.Route, error) {
+	cur := b.cur.Load()
+	if cur == nil || !cur.Alive() {
+		if cur != nil {
+			b.nudge() // found dead on the Hello path: re-probe now, not at the next tick
+		}
+		return serve.Route{}, wire.Refuse(wirepb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED, wire.ReasonNotRegistered, wire.RetryBackend)
+	}
+	if req.Hello.WantedVersion != b.o.Version {
+		return serve.Route{}, wire.Refuse(wirepb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED, wire.ReasonNotRegistered, wire.RetryBackend)
+	}
+	cur.Touch(time.Now())
+	r := serve.Route{Pipe: b.o.Endpoint, Version: b.o.Version}
+	caps := req.Hello.ClientCapabilities
+	// Ours: a client that sets bit 1 wrote its early data behind the Hello, unread in
+	// conn. It is handed off only with the grant, to a backend proven to write the EVENT
+	// before it reads (handoff.Dispatcher.EarlyData), or not at all: no token, so that
+	// nobody reads the data and the client sends it through backend_pipe. A v1-style
+	// handoff could let a backend read it and time out, and the client would resend it.
+	// Bit 2 (write ahead) is granted on the same terms; without the grant such a client
+	// has written nothing yet and gets a plain token.
+	if b.disp != nil && caps&wire.CapHandlePassing != 0 {
+		grant := caps&(wire.CapEarlyData|wire.CapWriteAhead) != 0 && b.disp.EarlyData()
+		tok := []byte(nil)
+		if grant || caps&wire.CapEarlyData == 0 {
+			tok = b.disp.Issue()
+		}
+		if tok != nil {
+			service := req.Hello.ServiceName
+			r.Token = tok
+			if grant {
+				r.Capabilities = wire.CapEarlyData | wire.CapWriteAhead // as far as the client set them
+			}
+			// Both run on the connection's goroutine, in turn: a spare is taken (and its
+			// last exchange settled) before Negotiated goes out, so that only the offer's
+			// encoding and the sendmsg follow it.
+			var p *handoff.Prepared
+			r.BeforeReply = func(ctx context.Context, n *wirepb.Negotiated) {
+				p = b.disp.Prepare(ctx, n.HandlePassedToken, n.ConnectionId, service, granted(n))
+			}
+			r.AfterReply = func(ctx context.Context, conn *net.UnixConn, n *wirepb.Negotiated) {
+				// The slot stays held until the ack, or only until the sendmsg when the
+				// spare's backend acks lazily (bounded by the ack timeout and the
+				// dispatcher's in-flight cap).
+				if p != nil {
+					b.disp.HandoffPrepared(ctx, conn, p)
+					return
+				}
+				b.disp.Handoff(ctx, conn, n.HandlePassedToken, n.ConnectionId, service, granted(n))
+			}
+		}
+	}
+	return r, nil
+}
+
+// granted: Negotiated let the client write before the EVENT (bit 1 or 2), so the
+// handoff may go only to a spare proven to relay.
+func granted(n *wirepb.Negotiated) bool {
+	return n.ServerCapabilities&(wire.CapEarlyData|wire.CapWriteAhead) != 0
+}
+
+func (b *Backend) nudge() {
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run verifies the backend, watches it while alive and re-probes with backoff while it
+// is down. It returns when ctx is cancelled.
+func (b *Backend) Run(ctx context.Context) error {
+	log := b.o.Log
+	defer b.clear()
+	if b.disp != nil {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Go(func() { b.disp.Run(ctx) })
+	}
+	backoff := time.Duration(0)
+	var lastErr string
+	for ctx.Err() == nil {
+		be, err := b.verify(ctx)
+		if err != nil {
+			if msg := err.Error(); msg != lastErr {
+				log.Warn().Err(err).Str("endpoint", b.o.Endpoint).Msg("registered backend is not available; re-probing")
+				lastErr = msg
+			}
+			backoff = min(max(2*backoff, b.o.MinBackoff), b.o.MaxBackoff)
+			b.wait(ctx, backoff)
+			continue
+		}
+		backoff, lastErr = 0, ""
+		b.cur.Store(be)
+		b.o.Registry.Add(be)
+		if b.disp != nil {
+			b.disp.Kick() // dial spares to the newly verified backend now
+		}
+		log.Info().Int("pid", be.PID).Str("endpoint", b.o.Endpoint).Str("version", b.o.Version).
+			Str("event", "backend_up").Msg("registered backend verified")
+		b.watch(ctx, be)
+		b.clear()
+		if ctx.Err() == nil {
+			log.Warn().Int("pid", be.PID).Str("event", "backend_down").Msg("registered backend exited")
+		}
+	}
+	return nil
+}
+
+func (b *Backend) clear() {
+	if cur := b.cur.Swap(nil); cur != nil {
+		b.o.Registry.Remove(cur)
+		if p := cur.Proc(); p != nil {
+			p.Close()
+		}
+	}
+}
+
+// watch returns when the backend process exits or ctx ends.
+func (b *Backend) watch(ctx context.Context, be *registry.Backend) {
+	for ctx.Err() == nil {
+		if be.Proc().Wait(100) {
+			return
+		}
+	}
+}
+
+func (b *Backend) wait(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	case <-b.kick:
+	}
+}
+
+// verify checks the endpoint and returns a registry entry watching the backend process.
+func (b *Backend) verify(ctx context.Context) (*registry.Backend, error) {
+	pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	var pid int
+	var hash [32]byte
+	switch b.o.Verify {
+	case VerifyConnect:
+		p, err := identity.CheckConnect(pctx, b.o.Endpoint)
+		if err != nil {
+			return nil, err
+		}
+		pid = p
+	default:
+		dp, err := identity.ProbeAndVerify(pctx, b.o.Endpoint, b.o.Hasher, 0)
+		if err != nil {
+			return nil, err
+		}
+		pid = int(dp.Pid)
+		copy(hash[:], dp.ExeHash)
+	}
+	proc, err := registry.WatchPID(pid)
+	if err != nil {
+		return nil, fmt.Errorf("watch backend pid %d: %w", pid, err)
+	}
+	key := registry.Key{Instance: b.o.Instance, Service: b.o.Service, Version: b.o.Version, ExeHash: hash}
+	return registry.NewBackend(key, b.o.Endpoint, proc, "registered"), nil
+}
