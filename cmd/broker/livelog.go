@@ -41,9 +41,11 @@ func (l *liveLog) logger() zerolog.Logger {
 // set swaps the format (auto: JSON unless out is a terminal) and the level (unparseable
 // or empty: info). It returns the format and level now in force.
 func (l *liveLog) set(format, level string) (string, zerolog.Level) {
+	f, ok := l.out.(*os.File)
+	tty := ok && isTerminal(f)
 	if format == "" || strings.EqualFold(format, "auto") {
 		format = "json"
-		if f, ok := l.out.(*os.File); ok && isTerminal(f) {
+		if tty {
 			format = "text"
 		}
 	}
@@ -59,7 +61,7 @@ func (l *liveLog) set(format, level string) (string, zerolog.Level) {
 	if cur := l.enc.Load(); cur == nil || cur.name != format {
 		w := &formatWriter{Writer: l.out, name: format}
 		if format == "text" {
-			w.Writer = zerolog.ConsoleWriter{Out: l.out, TimeFormat: time.TimeOnly}
+			w.Writer = zerolog.ConsoleWriter{Out: l.out, TimeFormat: time.TimeOnly, NoColor: !tty}
 		}
 		l.enc.Store(w)
 	}
