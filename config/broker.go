@@ -11,6 +11,9 @@ import (
 	"github.com/rpbroker/broker/wire/names"
 )
 
+// LogFormatEnv is the v1 variable that overrides log_format (json|text|auto).
+const LogFormatEnv = "RP_BROKER_LOG_FORMAT"
+
 var (
 	logFormats = []string{"auto", "json", "text"}
 	logLevels  = []string{"trace", "debug", "info", "warn", "error", "fatal", "panic", "disabled"}
@@ -74,6 +77,14 @@ func (d *decoder) broker(cfg *Config, fileM, envM map[string]any) {
 	b.LogFormat, b.LogLevel = DefaultLogFormat, DefaultLogLevel
 	if s, ok := pick("log_format"); ok {
 		b.LogFormat, _ = d.oneOf(s, "log_format", logFormats...)
+	}
+	if v := strings.ToLower(strings.TrimSpace(d.getenv(LogFormatEnv))); v != "" {
+		// The v1 knob wins over BROKER_LOG_FORMAT and the file; read here, with them, so
+		// that a reload keeps it and admin CONFIG names it as the source.
+		rp := source{m: map[string]any{"log_format": v}, fromEnv: true,
+			label: func(string) string { return "broker.log_format (env " + LogFormatEnv + ")" }}
+		b.LogFormat, _ = d.oneOf(rp, "log_format", logFormats...)
+		cfg.Sources["log_format"] = "env " + LogFormatEnv
 	}
 	if s, ok := pick("log_level"); ok {
 		b.LogLevel, _ = d.oneOf(s, "log_level", logLevels...)

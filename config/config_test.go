@@ -241,6 +241,12 @@ func TestEnvironment(t *testing.T) {
 			err: `broker.servicedef_dir: no default: "defs" is relative`},
 		{name: "v1 servicedef dir is not a template", file: "minimal", env: []string{"RUNNING_PROCESS_SERVICE_DEF_DIR=/a/$b"},
 			check: func(c *Config) bool { return c.Broker.ServicedefDir == "/a/$b" }},
+		{name: "RP_BROKER_LOG_FORMAT beats BROKER_ and file", file: "full", env: []string{"RP_BROKER_LOG_FORMAT=Text", "BROKER_LOG_FORMAT=json"},
+			check: func(c *Config) bool {
+				return c.Broker.LogFormat == "text" && c.Sources["log_format"] == "env RP_BROKER_LOG_FORMAT"
+			}},
+		{name: "bad RP_BROKER_LOG_FORMAT", file: "minimal", env: []string{"RP_BROKER_LOG_FORMAT=xml"},
+			err: `broker.log_format (env RP_BROKER_LOG_FORMAT): "xml" is not one of auto, json, text`},
 		{name: "relative BROKER_ path", file: "minimal", env: []string{"BROKER_EVENT_LOG=events.log"},
 			err: `broker.event_log (env BROKER_EVENT_LOG): "events.log" is relative`},
 	} {

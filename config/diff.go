@@ -20,6 +20,9 @@ type Plan struct {
 // Change is one key whose value changed, rendered for humans.
 type Change struct {
 	Key, Old, New string
+	// NeedsRestart marks a [broker] key the running broker cannot take: the new value
+	// applies only after a restart (the plan line says so).
+	NeedsRestart bool
 }
 
 // ServiceChange is a service present in both configs with different settings.
@@ -101,32 +104,44 @@ func Diff(old, new *Config) Plan {
 	return p
 }
 
+// diffBroker lists the [broker] keys that changed. Every key but two applies live.
+// runtime_dir needs a restart: launched backends' sockets and the launcher's state live
+// there. event_log needs a restart: the open log also holds the recent events served by
+// admin DUMP, and reopening it would lose them for a path an operator rarely moves.
 func diffBroker(o, n Broker) []Change {
 	dur := func(d time.Duration) string { return d.String() }
 	var out []Change
-	for _, f := range []struct{ key, a, b string }{
-		{"servicedef_dir", o.ServicedefDir, n.ServicedefDir},
-		{"runtime_dir", o.RuntimeDir, n.RuntimeDir},
-		{"log_format", o.LogFormat, n.LogFormat},
-		{"log_level", o.LogLevel, n.LogLevel},
-		{"hello_timeout", dur(o.HelloTimeout), dur(n.HelloTimeout)},
-		{"hello_rate_limit", strconv.Itoa(o.HelloRateLimit), strconv.Itoa(n.HelloRateLimit)},
-		{"shutdown_grace", dur(o.ShutdownGrace), dur(n.ShutdownGrace)},
-		{"event_log", o.EventLog, n.EventLog},
+	for _, f := range []struct {
+		key, a, b string
+		restart   bool
+	}{
+		{"servicedef_dir", o.ServicedefDir, n.ServicedefDir, false},
+		{"runtime_dir", o.RuntimeDir, n.RuntimeDir, true},
+		{"log_format", o.LogFormat, n.LogFormat, false},
+		{"log_level", o.LogLevel, n.LogLevel, false},
+		{"hello_timeout", dur(o.HelloTimeout), dur(n.HelloTimeout), false},
+		{"hello_rate_limit", strconv.Itoa(o.HelloRateLimit), strconv.Itoa(n.HelloRateLimit), false},
+		{"shutdown_grace", dur(o.ShutdownGrace), dur(n.ShutdownGrace), false},
+		{"event_log", o.EventLog, n.EventLog, true},
 	} {
 		if f.a != f.b {
-			out = append(out, Change{Key: f.key, Old: f.a, New: f.b})
+			out = append(out, Change{Key: f.key, Old: f.a, New: f.b, NeedsRestart: f.restart})
 		}
 	}
 	return out
 }
 
-// Lines renders the plan one line per [broker] change and per service: broker changes,
-// then removed, changed, added and unchanged services.
+// Lines renders the plan one line per [broker] change and per service: broker changes
+// (each "applied live" or "needs restart"), then removed, changed, added and unchanged
+// services.
 func (p Plan) Lines() []string {
 	var out []string
 	for _, c := range p.Broker {
-		out = append(out, "broker: "+c.String())
+		how := "applied live"
+		if c.NeedsRestart {
+			how = "needs restart; the running broker keeps " + quote(c.Old)
+		}
+		out = append(out, fmt.Sprintf("broker: %s (%s)", c, how))
 	}
 	for _, s := range p.Removed {
 		out = append(out, fmt.Sprintf("removed %s (%s)", s.Name, s.Summary()))
@@ -152,13 +167,15 @@ func (p Plan) Lines() []string {
 }
 
 func (c Change) String() string {
-	q := func(s string) string {
-		if s == "" {
-			return `""`
-		}
-		return s
+	return fmt.Sprintf("%s %s → %s", c.Key, quote(c.Old), quote(c.New))
+}
+
+// quote shows an empty value as "" so that a line never ends in a bare arrow.
+func quote(s string) string {
+	if s == "" {
+		return `""`
 	}
-	return fmt.Sprintf("%s %s → %s", c.Key, q(c.Old), q(c.New))
+	return s
 }
 
 // Summary is a one-line description: mode, socket and the mode's key settings.

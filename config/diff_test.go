@@ -70,7 +70,7 @@ func TestDiff(t *testing.T) {
 				c.Broker.LogLevel, c.Broker.HelloTimeout = "debug", 5*time.Second
 				return c
 			}(),
-			lines: []string{"broker: log_level info → debug", "broker: hello_timeout 30s → 5s", "unchanged a"}},
+			lines: []string{"broker: log_level info → debug (applied live)", "broker: hello_timeout 30s → 5s (applied live)", "unchanged a"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := Diff(tc.old, tc.new)

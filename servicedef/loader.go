@@ -21,16 +21,15 @@ type options struct {
 	retryMin  time.Duration
 	retryMax  time.Duration
 	subBuffer int
-	// dropEvent, when set, discards matching fsnotify events: tests use it to prove that the
-	// rescans alone keep the snapshot right.
-	dropEvent func(fsnotify.Event) bool
+	onPanic   func(where string, v any)
 }
 
 // WithRescanInterval sets the backstop full rescan period (default 30 s).
 func WithRescanInterval(d time.Duration) Option { return func(o *options) { o.rescan = d } }
 
 // WithRetryBackoff bounds the backoff between attempts to (re)open an unusable directory
-// (default 100 ms doubling to 5 s).
+// (default 100 ms doubling to 5 s). Transient failures (out of descriptors or memory) are
+// not the directory's fault and retry on their own clock: 50 ms doubling to 400 ms.
 func WithRetryBackoff(min, max time.Duration) Option {
 	return func(o *options) { o.retryMin, o.retryMax = min, max }
 }
@@ -41,14 +40,14 @@ func WithSubscriberBuffer(n int) Option { return func(o *options) { o.subBuffer 
 // Loader keeps the definitions of one directory in memory, current through an fsnotify watch
 // of the directory, and publishes them as immutable snapshots.
 type Loader struct {
-	dir   string
-	log   zerolog.Logger
-	o     options
-	snap  atomic.Pointer[Snapshot]
-	ready chan struct{}
-	once  sync.Once
-	kick  chan struct{} // test hook: behave as on a watcher overflow
-	run   atomic.Bool
+	dir       string
+	log       zerolog.Logger
+	o         options
+	snap      atomic.Pointer[Snapshot]
+	ready     chan struct{}
+	once      sync.Once
+	rescanReq chan struct{} // Rescan asks the Run loop for a full rescan
+	run       atomic.Bool
 
 	mu     sync.Mutex
 	subs   map[*subscriber]struct{}
@@ -63,12 +62,12 @@ func NewLoader(dir string, log zerolog.Logger, opts ...Option) *Loader {
 	}
 	dir = filepath.Clean(dir)
 	l := &Loader{
-		dir:   dir,
-		log:   log,
-		o:     o,
-		ready: make(chan struct{}),
-		kick:  make(chan struct{}, 1),
-		subs:  make(map[*subscriber]struct{}),
+		dir:       dir,
+		log:       log,
+		o:         o,
+		ready:     make(chan struct{}),
+		rescanReq: make(chan struct{}, 1),
+		subs:      make(map[*subscriber]struct{}),
 	}
 	l.snap.Store(&Snapshot{dir: dir, dirErr: fmt.Errorf("servicedef dir %s: not loaded yet", dir)})
 	return l
@@ -104,111 +103,42 @@ func (l *Loader) Run(ctx context.Context) error {
 		return err
 	}
 	backoff := l.o.retryMin
+	tr := newRetrier()
 	var lastErr string
 	for {
-		watched, err := l.session(ctx)
+		watched, err := l.session(ctx, tr)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if watched {
 			backoff = l.o.retryMin
 		}
-		ev := l.log.Debug()
-		if err.Error() != lastErr {
-			ev = l.log.Error()
-			lastErr = err.Error()
+		delay := backoff
+		if isTransient(err) {
+			l.transient(tr, err)
+			delay = tr.delay()
+		} else {
+			ev := l.log.Debug()
+			if err.Error() != lastErr {
+				ev = l.log.Error()
+				lastErr = err.Error()
+			}
+			ev.Err(err).Str("dir", l.dir).Dur("retry_in", backoff).Msg("servicedef directory is unusable; definitions from it are refused until it is fixed")
+			backoff = min(2*backoff, l.o.retryMax)
 		}
-		ev.Err(err).Str("dir", l.dir).Dur("retry_in", backoff).Msg("servicedef directory is unusable; definitions from it are refused until it is fixed")
-		t := time.NewTimer(backoff)
+		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return nil
 		case <-t.C:
 		}
-		backoff = min(2*backoff, l.o.retryMax)
 	}
-}
-
-// session prepares the directory, watches it and applies events until ctx is done (nil) or
-// the directory or the watch becomes unusable (the error). watched reports whether the
-// watch was established, which resets the caller's backoff.
-func (l *Loader) session(ctx context.Context) (watched bool, err error) {
-	if err := ensureDir(l.dir); err != nil {
-		l.publishDirErr(err)
-		return false, err
-	}
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		// Without a watch the retry loop still rescans on every attempt: polling.
-		err = fmt.Errorf("servicedef dir %s: watch: %w", l.dir, err)
-		if rerr := l.rescan(); rerr != nil {
-			return false, rerr
-		}
-		return false, err
-	}
-	defer w.Close()
-	if err := w.Add(l.dir); err != nil {
-		err = fmt.Errorf("servicedef dir %s: watch: %w", l.dir, err)
-		if rerr := l.rescan(); rerr != nil {
-			return false, rerr
-		}
-		return false, err
-	}
-	// Scan after the watch is in place so nothing written in between is missed.
-	if err := l.rescan(); err != nil {
-		return false, err
-	}
-	l.log.Info().Str("dir", l.dir).Int("services", len(l.snap.Load().entries)).Msg("watching servicedef directory")
-
-	tick := time.NewTicker(l.o.rescan)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return true, nil
-		case ev, ok := <-w.Events:
-			if !ok {
-				return true, fmt.Errorf("servicedef dir %s: watcher stopped", l.dir)
-			}
-			if err := l.handleEvent(ev); err != nil {
-				return true, err
-			}
-		case werr, ok := <-w.Errors:
-			if !ok {
-				return true, fmt.Errorf("servicedef dir %s: watcher stopped", l.dir)
-			}
-			if err := l.watchError(werr); err != nil {
-				return true, err
-			}
-		case <-l.kick:
-			if err := l.watchError(fsnotify.ErrEventOverflow); err != nil {
-				return true, err
-			}
-		case <-tick.C:
-			if err := l.rescan(); err != nil {
-				return true, err
-			}
-		}
-	}
-}
-
-// watchError answers a watcher error or overflow: events may have been lost, so rescan.
-func (l *Loader) watchError(err error) error {
-	if errors.Is(err, fsnotify.ErrEventOverflow) {
-		l.log.Warn().Str("dir", l.dir).Msg("servicedef watch overflowed; rescanning the directory")
-	} else {
-		l.log.Warn().Err(err).Str("dir", l.dir).Msg("servicedef watch error; rescanning the directory")
-	}
-	return l.rescan()
 }
 
 // handleEvent applies one fsnotify event. Events on the directory itself (a chmod, a
 // removal) call for a full rescan; events on a *.servicedef name re-read that one file.
 func (l *Loader) handleEvent(ev fsnotify.Event) error {
-	if l.o.dropEvent != nil && l.o.dropEvent(ev) {
-		return nil
-	}
 	if filepath.Clean(ev.Name) == l.dir {
 		if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
 			return fmt.Errorf("servicedef dir %s: removed or renamed while watched", l.dir)
@@ -222,8 +152,7 @@ func (l *Loader) handleEvent(ev fsnotify.Event) error {
 	if !ok {
 		return nil
 	}
-	l.reload(stem)
-	return nil
+	return l.reload(stem)
 }
 
 func (l *Loader) markReady() { l.once.Do(func() { close(l.ready) }) }
@@ -234,9 +163,9 @@ func (l *Loader) publish(old, next *Snapshot) {
 	l.snap.Store(next)
 	changes := diff(old, next)
 	for _, c := range changes {
-		l.logChange(c)
+		_ = l.guard("log", func() error { l.logChange(c); return nil })
 	}
-	l.notify(changes)
+	_ = l.guard("notify", func() error { l.notify(changes); return nil })
 	// After notify: whoever subscribes once Ready is closed sees only later changes.
 	l.markReady()
 }
@@ -257,13 +186,5 @@ func (l *Loader) logChange(c Change) {
 		log.Info().Msg("service definition removed")
 	case Rejected:
 		log.Error().Err(c.Err).Bool("kept_last_good", c.Def != nil).Msg("service definition rejected")
-	}
-}
-
-// simulateOverflow makes the Run loop act as if the watcher had overflowed (tests).
-func (l *Loader) simulateOverflow() {
-	select {
-	case l.kick <- struct{}{}:
-	default:
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
@@ -20,11 +19,6 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// withDropEvents discards every watcher event, leaving only the rescans.
-func withDropEvents() Option {
-	return func(o *options) { o.dropEvent = func(fsnotify.Event) bool { return true } }
-}
 
 // startLoader runs a Loader on dir until the test ends and waits for its first scan.
 func startLoader(t testing.TB, dir string, opts ...Option) (*Loader, *testutil.SyncBuffer) {
@@ -337,29 +331,48 @@ func TestLoaderDirRemovedWhileWatched(t *testing.T) {
 	testutil.WaitFor(t, "definition after recreation", func() bool { return binOf(l, "zc") == "/bin/again" })
 }
 
-func TestLoaderRescanAfterOverflow(t *testing.T) {
-	dir := privateDir(t)
-	l, logs := startLoader(t, dir, withDropEvents())
-
-	renameOver(t, dir, "zc", encode(t, defWith("zc", "/bin/zc")))
-	l.simulateOverflow()
-	testutil.WaitFor(t, "definition after overflow rescan", func() bool { return binOf(l, "zc") == "/bin/zc" })
-
-	if err := os.Remove(filepath.Join(dir, "zc"+Ext)); err != nil {
+// unwatchedLink gives a path outside dir to svc's definition (a hard link): writing through
+// it changes the definition without any event on dir's watch, so only a rescan can see it.
+func unwatchedLink(t *testing.T, dir, svc string) string {
+	t.Helper()
+	link := filepath.Join(t.TempDir(), svc+"-link")
+	if err := os.Link(filepath.Join(dir, svc+Ext), link); err != nil {
 		t.Fatal(err)
 	}
-	l.simulateOverflow()
-	testutil.WaitFor(t, "removal after overflow rescan", func() bool { return !l.Lookup("zc").Found })
-	if !strings.Contains(logs.String(), "overflowed") {
-		t.Errorf("overflow not logged:\n%s", logs)
+	return link
+}
+
+func writeThrough(t *testing.T, link string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(link, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLoaderRescanSeesUnwatchedWrite(t *testing.T) {
+	dir := privateDir(t)
+	renameOver(t, dir, "zc", encode(t, defWith("zc", "/bin/a")))
+	l, logs := startLoader(t, dir)
+	link := unwatchedLink(t, dir, "zc")
+
+	writeThrough(t, link, encode(t, defWith("zc", "/bin/b")))
+	l.Rescan()
+	testutil.WaitFor(t, "definition after requested rescan", func() bool { return binOf(l, "zc") == "/bin/b" })
+
+	writeThrough(t, link, encode(t, defWith("zc", "/bin/c")))
+	l.Rescan()
+	testutil.WaitFor(t, "second definition after requested rescan", func() bool { return binOf(l, "zc") == "/bin/c" })
+	if !strings.Contains(logs.String(), "servicedef rescan requested") {
+		t.Errorf("rescan not logged:\n%s", logs)
 	}
 }
 
 func TestLoaderBackstopRescan(t *testing.T) {
 	dir := privateDir(t)
-	l, _ := startLoader(t, dir, withDropEvents(), WithRescanInterval(5*time.Millisecond))
-	renameOver(t, dir, "zc", encode(t, defWith("zc", "/bin/zc")))
-	testutil.WaitFor(t, "definition from the periodic rescan", func() bool { return binOf(l, "zc") == "/bin/zc" })
+	renameOver(t, dir, "zc", encode(t, defWith("zc", "/bin/a")))
+	l, _ := startLoader(t, dir, WithRescanInterval(5*time.Millisecond))
+	writeThrough(t, unwatchedLink(t, dir, "zc"), encode(t, defWith("zc", "/bin/b")))
+	testutil.WaitFor(t, "definition from the periodic rescan", func() bool { return binOf(l, "zc") == "/bin/b" })
 }
 
 func TestLoaderSlowSubscriberGetsResync(t *testing.T) {

@@ -44,43 +44,55 @@ func (l *Loader) stemOf(base string) (string, bool) {
 }
 
 // rescan re-reads the whole directory and publishes the result. It fails, after publishing
-// the failure, when the directory is no longer usable.
+// the failure, when the directory is no longer usable. A transient failure (see isTransient)
+// publishes nothing when it hits the directory, and keeps a file's previous entry (or leaves
+// a new file out) when it hits the file; it is returned so that the caller retries.
 func (l *Loader) rescan() error {
 	if err := CheckDir(l.dir); err != nil {
-		l.publishDirErr(err)
+		if !isTransient(err) {
+			l.publishDirErr(err)
+		}
 		return err
 	}
 	des, err := os.ReadDir(l.dir)
 	if err != nil {
 		err = fmt.Errorf("servicedef dir %s: list: %w", l.dir, err)
-		l.publishDirErr(err)
+		if !isTransient(err) {
+			l.publishDirErr(err)
+		}
 		return err
 	}
 	old := l.snap.Load()
 	next := &Snapshot{dir: l.dir, entries: make(map[string]*entry, len(des))}
+	var terr error
 	for _, de := range des {
 		stem, ok := l.stemOf(de.Name())
 		if !ok {
 			continue
 		}
-		if e, ok := loadFile(filepath.Join(l.dir, de.Name()), old.entries[stem]); ok {
+		e, ok, err := l.loadFile(filepath.Join(l.dir, de.Name()), old.entries[stem])
+		if err != nil && terr == nil {
+			terr = err
+		}
+		if ok {
 			next.entries[stem] = e
 		}
 	}
 	l.publish(old, next)
-	return nil
+	return terr
 }
 
-// reload re-reads one service's file and publishes the result.
-func (l *Loader) reload(stem string) {
+// reload re-reads one service's file and publishes the result. It returns only a
+// transient failure, after which the snapshot is unchanged.
+func (l *Loader) reload(stem string) error {
 	old := l.snap.Load()
 	if old.dirErr != nil {
-		return // the directory is refused as a whole; the next rescan decides
+		return nil // the directory is refused as a whole; the next rescan decides
 	}
 	prev := old.entries[stem]
-	e, ok := loadFile(filepath.Join(l.dir, stem+Ext), prev)
-	if ok && e == prev {
-		return
+	e, ok, err := l.loadFile(filepath.Join(l.dir, stem+Ext), prev)
+	if err != nil || (ok && e == prev) {
+		return err
 	}
 	next := &Snapshot{dir: l.dir, entries: maps.Clone(old.entries)}
 	if ok {
@@ -89,33 +101,38 @@ func (l *Loader) reload(stem string) {
 		delete(next.entries, stem)
 	}
 	l.publish(old, next)
+	return nil
 }
 
 // loadFile reads and decodes one file. ok is false when the file does not exist. A failure
 // keeps prev's last good definition; an unchanged result returns prev itself so that
-// snapshots share entries and diff sees no change.
-func loadFile(path string, prev *entry) (e *entry, ok bool) {
+// snapshots share entries and diff sees no change. A transient failure returns prev as it
+// is (ok when there is one) and the error, so that nothing is dropped and the caller retries.
+func (l *Loader) loadFile(path string, prev *entry) (e *entry, ok bool, transient error) {
 	b, err := ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, false
+		return nil, false, nil
 	}
 	if err != nil {
 		err = fmt.Errorf("servicedef %s: %w", path, err)
+		if isTransient(err) {
+			return prev, prev != nil, err
+		}
 	}
 	var def *wirepb.ServiceDefinition
 	if err == nil {
-		def, err = Decode(path, b)
+		def, err = l.decode(path, b)
 	}
 	if err != nil {
 		if prev != nil && prev.err != nil && prev.err.Error() == err.Error() {
-			return prev, true
+			return prev, true, nil
 		}
-		return &entry{path: path, def: prev.lastGood(), err: err}, true
+		return &entry{path: path, def: prev.lastGood(), err: err}, true, nil
 	}
 	if prev != nil && prev.err == nil && proto.Equal(prev.def, def) {
-		return prev, true
+		return prev, true, nil
 	}
-	return &entry{path: path, def: def}, true
+	return &entry{path: path, def: def}, true, nil
 }
 
 func (e *entry) lastGood() *wirepb.ServiceDefinition {

@@ -53,6 +53,9 @@ func (s *Supervisor) apply(cfg *config.Config, plan config.Plan) {
 	if old.Broker.HelloRateLimit != cfg.Broker.HelloRateLimit {
 		s.shared.SetLimiter(serve.NewRateLimiter(cfg.Broker.HelloRateLimit, time.Second, nil))
 	}
+	if s.o.OnBrokerChange != nil && old.Broker != cfg.Broker {
+		s.o.OnBrokerChange(old.Broker, cfg.Broker)
+	}
 	grace := cfg.Broker.ShutdownGrace
 	var retire []*runner
 	for _, svc := range plan.Added {

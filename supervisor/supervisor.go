@@ -28,6 +28,10 @@ type Options struct {
 	// every reload.
 	Load func() (*config.Config, error)
 	Log  zerolog.Logger
+	// OnBrokerChange, if set, is called on the event loop when a reload changes any
+	// [broker] key, so that the caller applies what it owns: the logger behind Log
+	// (log_level, log_format).
+	OnBrokerChange func(old, new config.Broker)
 }
 
 // Supervisor owns the running broker. Create it with New, run it with Run.

@@ -6,11 +6,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
-	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/rpbroker/broker/config"
@@ -39,11 +37,19 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "broker: %v\n", err)
 		return exitFailure
 	}
-	log := newLogger(stderr, cfg.Broker.LogFormat, cfg.Broker.LogLevel)
+	live := newLiveLog(stderr, cfg.Broker.LogFormat, cfg.Broker.LogLevel)
+	log := live.logger()
 	if os.Geteuid() == 0 {
 		log.Warn().Msg("running as root: launched backends run as root too; peers must also be root to connect")
 	}
-	sup, err := supervisor.New(supervisor.Options{Load: load, Log: log})
+	sup, err := supervisor.New(supervisor.Options{Load: load, Log: log,
+		OnBrokerChange: func(old, new config.Broker) {
+			if old.LogFormat == new.LogFormat && old.LogLevel == new.LogLevel {
+				return
+			}
+			format, level := live.set(new.LogFormat, new.LogLevel)
+			log.Info().Str("event", "config_reload").Str("log_format", format).Str("log_level", level.String()).Msg("logger swapped")
+		}})
 	if err != nil {
 		log.Error().Err(err).Msg("start")
 		return exitFailure
@@ -65,28 +71,6 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return exitOK
 		}
 	}
-}
-
-// newLogger builds the zerolog logger: JSON when stderr is not a terminal, text when it
-// is; RP_BROKER_LOG_FORMAT (json|text) overrides the config's log_format.
-func newLogger(w io.Writer, format, level string) zerolog.Logger {
-	if env := os.Getenv("RP_BROKER_LOG_FORMAT"); env != "" {
-		format = env
-	}
-	if format == "" || format == "auto" {
-		format = "json"
-		if f, ok := w.(*os.File); ok && isTerminal(f) {
-			format = "text"
-		}
-	}
-	if strings.EqualFold(format, "text") {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
-	}
-	lvl, err := zerolog.ParseLevel(level)
-	if err != nil || level == "" {
-		lvl = zerolog.InfoLevel
-	}
-	return zerolog.New(w).Level(lvl).With().Timestamp().Int("broker_pid", os.Getpid()).Logger()
 }
 
 func isTerminal(f *os.File) bool {

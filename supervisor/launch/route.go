@@ -47,6 +47,13 @@ func (r router) Route(ctx context.Context, req *serve.Request) (serve.Route, err
 	}
 	key := registry.Key{Instance: req.Instance, Service: req.Hello.GetServiceName(),
 		Version: req.Hello.GetWantedVersion(), ExeHash: hash}
+	// A Hello may arrive while Run is still starting (the caller starts Run and its serve
+	// loops side by side): it waits for Run rather than reading "shutting down".
+	select {
+	case <-m.running:
+	case <-ctx.Done():
+		return serve.Route{}, toRefusal(errClosing)
+	}
 	for {
 		if rt, ok := m.warm(key); ok {
 			return rt, nil

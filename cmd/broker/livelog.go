@@ -1,0 +1,76 @@
+package main
+
+import (
+	"io"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// liveLog is the broker's log output with a level and a format that a reload can change
+// while every logger derived from it (per service, per backend) keeps writing through it.
+// The level is checked by zerolog's sampler hook before an event is built, so a disabled
+// debug line costs one atomic load, as with a fixed level.
+type liveLog struct {
+	out   io.Writer
+	level atomic.Int32                 // zerolog.Level
+	enc   atomic.Pointer[formatWriter] // JSON straight to out, or a ConsoleWriter over it
+}
+
+type formatWriter struct {
+	io.Writer
+	name string // "json" or "text"
+}
+
+// newLiveLog starts with the given config values (see set).
+func newLiveLog(out io.Writer, format, level string) *liveLog {
+	l := &liveLog{out: out}
+	l.set(format, level)
+	return l
+}
+
+// logger returns the root logger. Its own level stays at trace: liveLog.Sample decides.
+func (l *liveLog) logger() zerolog.Logger {
+	return zerolog.New(l).Level(zerolog.TraceLevel).Sample(l).
+		With().Timestamp().Int("broker_pid", os.Getpid()).Logger()
+}
+
+// set swaps the format (auto: JSON unless out is a terminal) and the level (unparseable
+// or empty: info). It returns the format and level now in force.
+func (l *liveLog) set(format, level string) (string, zerolog.Level) {
+	f, ok := l.out.(*os.File)
+	tty := ok && isTerminal(f)
+	if format == "" || strings.EqualFold(format, "auto") {
+		format = "json"
+		if tty {
+			format = "text"
+		}
+	}
+	if strings.EqualFold(format, "text") {
+		format = "text"
+	} else {
+		format = "json"
+	}
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil || level == "" {
+		lvl = zerolog.InfoLevel
+	}
+	if cur := l.enc.Load(); cur == nil || cur.name != format {
+		w := &formatWriter{Writer: l.out, name: format}
+		if format == "text" {
+			w.Writer = zerolog.ConsoleWriter{Out: l.out, TimeFormat: time.TimeOnly, NoColor: !tty}
+		}
+		l.enc.Store(w)
+	}
+	l.level.Store(int32(lvl))
+	return format, lvl
+}
+
+// Sample implements zerolog.Sampler: the level gate every derived logger shares.
+func (l *liveLog) Sample(lvl zerolog.Level) bool { return lvl >= zerolog.Level(l.level.Load()) }
+
+// Write hands one encoded event to the format in force.
+func (l *liveLog) Write(p []byte) (int, error) { return l.enc.Load().Write(p) }
