@@ -2,7 +2,6 @@ package client
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -72,11 +71,11 @@ func adopt(conn *net.UnixConn, n *wirepb.Negotiated, dl time.Time) (ok, late boo
 		}
 	}()
 	var hdr [wire.HeaderLen]byte
-	if fill(hdr[:]) != nil || hdr[0] != wire.FramingVersion {
+	if fill(hdr[:]) != nil {
 		return false, false
 	}
-	size := binary.LittleEndian.Uint32(hdr[1:])
-	if size > maxEventBody {
+	size, err := wire.ParseHeader(hdr[:], maxEventBody)
+	if err != nil {
 		return false, false
 	}
 	body := make([]byte, size)

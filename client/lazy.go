@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -119,11 +118,8 @@ func (l *lazyConn) settle(callerDL time.Time) (net.Conn, error) {
 	for {
 		need := wire.HeaderLen
 		if len(l.ev) >= wire.HeaderLen {
-			if l.ev[0] != wire.FramingVersion {
-				return l.fallback()
-			}
-			size := binary.LittleEndian.Uint32(l.ev[1:])
-			if size > maxEventBody {
+			size, err := wire.ParseHeader(l.ev, maxEventBody)
+			if err != nil {
 				return l.fallback()
 			}
 			need += int(size)

@@ -2,7 +2,6 @@ package backend
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"net"
 	"sync"
@@ -60,8 +59,8 @@ func (s *Server) peek(c net.Conn) (net.Conn, *wirepb.Frame) {
 		return true
 	}
 	if fill(1) && buf[0] == wire.FramingVersion && fill(wire.HeaderLen) {
-		n := int(binary.LittleEndian.Uint32(buf[1:wire.HeaderLen]))
-		if n <= maxProbeBody && fill(wire.HeaderLen+n) {
+		size, err := wire.ParseHeader(buf, maxProbeBody)
+		if n := int(size); err == nil && fill(wire.HeaderLen+n) {
 			var f wirepb.Frame
 			err := proto.Unmarshal(buf[wire.HeaderLen:wire.HeaderLen+n], &f)
 			if err == nil && identity.IsProbe(&f) {

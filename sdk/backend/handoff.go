@@ -3,7 +3,6 @@ package backend
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -256,8 +255,8 @@ func relay(client net.Conn, tok []byte, connID uint64) error {
 // with the token (ext), else read on from c. Nothing may follow the offer before our
 // answer: bytes there mean a confused peer.
 func readOffer(c *net.UnixConn, rest []byte) ([]byte, error) {
-	if len(rest) >= wire.HeaderLen && rest[0] == wire.FramingVersion {
-		if n := binary.LittleEndian.Uint32(rest[1:]); uint64(len(rest)) == wire.HeaderLen+uint64(n) {
+	if n, err := wire.ParseHeader(rest, wire.MaxHelloBody); err == nil {
+		if uint64(len(rest)) == wire.HeaderLen+uint64(n) {
 			return rest[wire.HeaderLen:], nil
 		}
 	}
