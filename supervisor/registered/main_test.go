@@ -43,7 +43,7 @@ const (
 	// modeForge answers the probe, but with the field named by arg forged: pid, exe,
 	// hash or endpoint.
 	modeForge = "forge"
-	// modeGarbage answers any connection with bytes that are not a frame.
+	// modeGarbage answers the probe with bytes that are not a frame.
 	modeGarbage = "garbage"
 	// modePlain accepts and closes: a listener that does not speak the probe.
 	modePlain = "plain"
@@ -102,7 +102,12 @@ func runRawChild(mode, ep, arg string) error {
 		case modeGarbage:
 			go func() {
 				defer c.Close()
-				c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+				// Read the probe first, so that the answer, not a closed socket, is what
+				// the broker sees.
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := wire.ReadFrameBody(c, wire.MaxHelloBody); err == nil {
+					c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+				}
 			}()
 		case modePlain:
 			c.Close()
