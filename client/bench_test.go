@@ -11,7 +11,6 @@ import (
 
 	"github.com/rpbroker/broker/client"
 	"github.com/rpbroker/broker/internal/testutil"
-	"github.com/rpbroker/broker/supervisor/handoff"
 	"github.com/rpbroker/broker/supervisor/handoff/handofftest"
 	"github.com/rpbroker/broker/wire"
 )
@@ -28,8 +27,9 @@ import (
 // Connect returns: ahead of the EVENT when write-ahead is granted, after it otherwise);
 // B reconnects and writes the byte after connecting. Sub-benchmark "ext" uses our
 // extensions (the backend relays the EVENT, handoff connections are reused, the broker
-// grants early data); "v1" is the plain v1 exchange against the same backend (no grant,
-// hence no token for A: it reconnects, its byte on backend_pipe). Both run the broker's
+// grants early data); "v1" is the plain v1 exchange against a strict v1 backend
+// (handofftest.V1: it declines the broker's probe, so no grant, hence no token for A: it
+// reconnects, its byte on backend_pipe). Both run the broker's
 // serve loop in this process, where its handoff work competes with the client for the
 // same Go scheduler; "ext-broker-process" runs it as a separate process, as in
 // production (the reference v1 figures are out of process too).
@@ -54,14 +54,18 @@ const (
 	numPaths
 )
 
-func benchHandoff(b *testing.B, v1Only, child bool) {
-	be := handofftest.Start(b, handofftest.Echo, testutil.ShortDir(b), -1)
+func benchHandoff(b *testing.B, v1, child bool) {
+	mode := handofftest.Echo
+	if v1 {
+		mode = handofftest.V1
+	}
+	be := handofftest.Start(b, mode, testutil.ShortDir(b), -1)
 	var ctl string
 	var inproc *broker
 	if child {
 		ctl = startBrokerProcess(b, be)
 	} else {
-		inproc = startBroker(b, be, brokerOpts{handoff: true, ho: handoff.Options{V1Only: v1Only}})
+		inproc = startBroker(b, be, brokerOpts{handoff: true})
 		ctl = inproc.path
 	}
 	ctx := context.Background()

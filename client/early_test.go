@@ -39,7 +39,7 @@ func TestConnectEarlyData(t *testing.T) {
 		{"proven by the probe: granted on the first connection", handofftest.Echo, false, handoff.Options{}, false, withEarly, true, true},
 		{"v1 backend declines the probe: no token, via backend_pipe", handofftest.V1, false, handoff.Options{}, true, withEarly, false, false},
 		{"backend never acks: no token", handofftest.NoAck, false, handoff.Options{AckTimeout: 100 * time.Millisecond}, true, withEarly, false, false},
-		{"v1-only broker: no token", handofftest.Echo, false, handoff.Options{V1Only: true}, true, withEarly, false, false},
+		{"v1 backend, first connection: no token, via backend_pipe", handofftest.V1, false, handoff.Options{}, false, withEarly, false, false},
 		{"broker without handoff: via backend_pipe", handofftest.Echo, true, handoff.Options{}, false, withEarly, false, false},
 		{"bit 1 without bit 0: no grant", handofftest.Echo, false, handoff.Options{}, true,
 			[]client.Option{client.WithCapabilities(wire.CapEarlyData), client.WithEarlyData(early)}, false, false},
@@ -158,7 +158,7 @@ func TestConnectWriteAhead(t *testing.T) {
 		{"granted and adopted", handofftest.Echo, handoff.Options{}, false, true, true},
 		{"granted, backend declines: via backend_pipe", handofftest.Alternate, handoff.Options{}, true, true, false},
 		{"v1 backend: plain token, adopted after the EVENT", handofftest.V1, handoff.Options{}, false, false, true},
-		{"v1-only broker: plain token, adopted after the EVENT", handofftest.Echo, handoff.Options{V1Only: true}, false, false, true},
+		{"v1 backend after a handoff: plain token, adopted after the EVENT", handofftest.V1, handoff.Options{}, true, false, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -20,23 +20,22 @@ import (
 // before any fd leaves and the client sees its connection end.
 func TestHandoffEarlyData(t *testing.T) {
 	dir := testutil.ShortDir(t)
-	bes := handofftest.StartAll(t, dir, handofftest.Echo, handofftest.NoAck)
-	echo, noack := bes[handofftest.Echo], bes[handofftest.NoAck]
+	bes := handofftest.StartAll(t, dir, handofftest.Echo, handofftest.NoAck, handofftest.V1)
+	echo, noack, v1 := bes[handofftest.Echo], bes[handofftest.NoAck], bes[handofftest.V1]
 	p := newPairs(t, dir)
 
 	cases := []struct {
 		name      string
 		be        *handofftest.Backend
-		v1        bool
 		wantEarly bool // EarlyData() once spares are dialled, before any handoff
 	}{
-		{"extensions: proven by the probe", echo, false, true},
-		{"v1 only: never", echo, true, false},
-		{"backend never acks: never", noack, false, false},
+		{"extensions: proven by the probe", echo, true},
+		{"v1 backend: never", v1, false},
+		{"backend never acks: never", noack, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			d := handoff.New(handoff.Options{Endpoint: tc.be.Handoff, ExpectPID: pidOf(tc.be), Spares: 2, V1Only: tc.v1,
+			d := handoff.New(handoff.Options{Endpoint: tc.be.Handoff, ExpectPID: pidOf(tc.be), Spares: 2,
 				AckTimeout: 100 * time.Millisecond, Log: zerolog.Nop()})
 			run(t, d)
 			waitSpares(t, d, 2)
@@ -47,7 +46,7 @@ func TestHandoffEarlyData(t *testing.T) {
 				// Early handoff with nothing proven: fails before sending the fd.
 				bc, cc := p.pair()
 				cc.Write([]byte("x"))
-				if err := d.Handoff(context.Background(), bc, d.Issue(), 1, "svc", true); !errors.Is(err, handoff.ErrNoRelaySpare) {
+				if err := d.Handoff(context.Background(), bc, req(d.Issue(), 1, true)); !errors.Is(err, handoff.ErrNoRelaySpare) {
 					t.Fatalf("unproven early handoff: %v", err)
 				}
 				if b, _ := io.ReadAll(cc); len(b) != 0 {
@@ -58,7 +57,7 @@ func TestHandoffEarlyData(t *testing.T) {
 
 			bc, cc := p.pair()
 			tok := d.Issue()
-			err := d.Handoff(context.Background(), bc, tok, 2, "svc", false)
+			err := d.Handoff(context.Background(), bc, req(tok, 2, false))
 			if tc.be == noack {
 				if err == nil {
 					t.Fatal("no-ack backend: handoff succeeded")
@@ -84,7 +83,7 @@ func TestHandoffEarlyData(t *testing.T) {
 				}
 				tok := d.Issue()
 				id := uint64(10 + i)
-				if err := d.Handoff(context.Background(), bc, tok, id, "svc", true); err != nil {
+				if err := d.Handoff(context.Background(), bc, req(tok, id, true)); err != nil {
 					t.Fatal(err)
 				}
 				readRelay(t, cc, tok, id)

@@ -62,6 +62,11 @@ func (p *pairs) pair() (broker, client *net.UnixConn) {
 
 func pidOf(b *handofftest.Backend) func() int { return func() int { return b.PID() } }
 
+// req is the handoff of the Negotiated that carried tok and connection id id.
+func req(tok []byte, id uint64, early bool) handoff.Request {
+	return handoff.Request{Token: tok, ConnectionID: id, Service: "svc", Early: early}
+}
+
 // waitSpares waits until the pool is full, so that no dial sits on the measured path and
 // fd counts are comparable.
 // running returns a dispatcher for be's handoff endpoint with spares spares, run for
@@ -113,22 +118,24 @@ func echoRoundTrip(t testing.TB, c net.Conn, msg string) {
 	}
 }
 
-// Both the plain v1 exchange and our extensions (the backend relays the EVENT and keeps
-// the connection) end with the client served on the socket it already had.
+// Both the plain v1 exchange (a strict v1 backend, which declines the probe) and our
+// extensions (the backend relays the EVENT and keeps the connection) end with the client
+// served on the socket it already had.
 func TestHandoffAdopted(t *testing.T) {
 	dir := testutil.ShortDir(t)
-	be := handofftest.Start(t, handofftest.Echo, dir, -1)
+	bes := handofftest.StartAll(t, dir, handofftest.Echo, handofftest.V1)
 	p := newPairs(t, dir)
 	for _, v1 := range []bool{true, false} {
 		t.Run(map[bool]string{true: "v1", false: "extensions"}[v1], func(t *testing.T) {
-			d := handoff.New(handoff.Options{Endpoint: be.Handoff, ExpectPID: pidOf(be), Spares: 2, V1Only: v1, Log: zerolog.Nop()})
+			be := bes[map[bool]string{true: handofftest.V1, false: handofftest.Echo}[v1]]
+			d := handoff.New(handoff.Options{Endpoint: be.Handoff, ExpectPID: pidOf(be), Spares: 2, Log: zerolog.Nop()})
 			run(t, d)
 			waitSpares(t, d, 2)
 			for i := range 5 {
 				bc, cc := p.pair()
 				tok := d.Issue()
 				id := uint64(100 + i)
-				if err := d.Handoff(context.Background(), bc, tok, id, "svc", false); err != nil {
+				if err := d.Handoff(context.Background(), bc, req(tok, id, false)); err != nil {
 					t.Fatal(err)
 				}
 				readRelay(t, cc, tok, id)
@@ -167,44 +174,55 @@ func TestHandoffFailures(t *testing.T) {
 		token    func(d *handoff.Dispatcher) []byte
 		want     error
 		silent   *handofftest.Backend // must never receive anything
+		// late: the spare was proven to relay and reuse, so Handoff returns at the
+		// sendmsg and the decline is counted later (lazy.go).
+		late bool
 	}
 	issue := func(d *handoff.Dispatcher) []byte { return d.Issue() }
 	cases := []tc{
-		{"backend declines", reject.Handoff, pidOf(reject), issue, wire.ErrNotAccepted, nil},
-		{"backend never acks", noack.Handoff, pidOf(noack), issue, os.ErrDeadlineExceeded, nil},
-		{"token never issued", echo.Handoff, pidOf(echo), func(*handoff.Dispatcher) []byte { return make([]byte, 16) }, handoff.ErrToken, nil},
-		{"short token", echo.Handoff, pidOf(echo), func(*handoff.Dispatcher) []byte { return []byte{1} }, handoff.ErrToken, nil},
+		{"backend declines", reject.Handoff, pidOf(reject), issue, nil, nil, true},
+		{"backend never acks", noack.Handoff, pidOf(noack), issue, os.ErrDeadlineExceeded, nil, false},
+		{"token never issued", echo.Handoff, pidOf(echo), func(*handoff.Dispatcher) []byte { return make([]byte, 16) }, handoff.ErrToken, nil, false},
+		{"short token", echo.Handoff, pidOf(echo), func(*handoff.Dispatcher) []byte { return []byte{1} }, handoff.ErrToken, nil, false},
 		{"token replayed", echo.Handoff, pidOf(echo), func(d *handoff.Dispatcher) []byte {
 			tok := d.Issue()
 			p := newPairs(t, testutil.ShortDir(t))
 			bc, cc := p.pair()
 			defer cc.Close()
-			if err := d.Handoff(context.Background(), bc, tok, 1, "svc", false); err != nil {
+			if err := d.Handoff(context.Background(), bc, req(tok, 1, false)); err != nil {
 				t.Fatal(err)
 			}
 			return tok
-		}, handoff.ErrToken, nil},
-		{"no verified backend", echo.Handoff, func() int { return 0 }, issue, handoff.ErrNoBackend, nil},
-		{"listener is not the verified backend", peek.Handoff, pidOf(echo), issue, handoff.ErrPeerUnverified, peek},
-		{"endpoint missing", filepath.Join(dir, "none.sock"), pidOf(echo), issue, os.ErrNotExist, nil},
+		}, handoff.ErrToken, nil, false},
+		{"no verified backend", echo.Handoff, func() int { return 0 }, issue, handoff.ErrNoBackend, nil, false},
+		{"listener is not the verified backend", peek.Handoff, pidOf(echo), issue, handoff.ErrPeerUnverified, peek, false},
+		{"endpoint missing", filepath.Join(dir, "none.sock"), pidOf(echo), issue, os.ErrNotExist, nil, false},
 	}
 	if foreign != nil {
 		foreign.Ready(t)
-		cases = append(cases, tc{"listener owned by another uid", foreign.Handoff, nil, issue, handoff.ErrPeerUnverified, foreign})
+		cases = append(cases, tc{"listener owned by another uid", foreign.Handoff, nil, issue, handoff.ErrPeerUnverified, foreign, false})
 	}
 	p := newPairs(t, dir)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			// SyncAcks: a decline on a probed spare is returned, not counted later.
-			d := handoff.New(handoff.Options{Endpoint: c.endpoint, ExpectPID: c.expect, AckTimeout: 100 * time.Millisecond, SyncAcks: true, Log: zerolog.Nop()})
+			d := handoff.New(handoff.Options{Endpoint: c.endpoint, ExpectPID: c.expect, Spares: 1, AckTimeout: 100 * time.Millisecond, Log: zerolog.Nop()})
 			run(t, d)
+			if c.late {
+				waitSpares(t, d, 1) // probed: the handoff goes out lazily
+			}
 			tok := c.token(d)
 			bc, cc := p.pair()
 			defer cc.Close()
 			start := time.Now()
-			err := d.Handoff(context.Background(), bc, tok, 7, "svc", false)
-			if !errors.Is(err, c.want) {
+			err := d.Handoff(context.Background(), bc, req(tok, 7, false))
+			if !errors.Is(err, c.want) { // nil: no error
 				t.Fatalf("error %v, want %v", err, c.want)
+			}
+			if c.late {
+				testutil.WaitFor(t, "the late decline counted", func() bool {
+					st := d.Stats()
+					return st.LateFailures == 1 && st.Failures == 1 && st.Handoffs == 0
+				})
 			}
 			if el := time.Since(start); el > 2*time.Second {
 				t.Fatalf("failure took %v", el)

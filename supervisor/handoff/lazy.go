@@ -20,7 +20,7 @@ import (
 // before the spare carries its next offer, or by Run's maintenance pass. A decline found
 // then is logged and counted (the client has fallen back to backend_pipe by itself).
 //
-// A quiet exchange (ext.go) goes further: the backend answers only a decline, so no
+// A quiet exchange (offer field 19, docs/protocol.md "Extensions (ours)") goes further: the backend answers only a decline, so no
 // ack is read after an accepted one. Before the spare is used again, one poll that
 // finds nothing to read settles it; a decline found there is read and counted as above. The
 // spare may carry the next exchange before the backend has even read the previous one:
@@ -39,10 +39,11 @@ type lazyAck struct {
 // errNoLazyAck: the backend did not answer a lazy exchange within AckTimeout.
 var errNoLazyAck = errors.New("no ack for a handoff sent without waiting")
 
-// settle reads the ack queued on s. With wait false it only reads an ack that is already
-// there, in one system call (ready false: not there yet, s untouched). ok: accepted, s
-// is reusable and its ack cleared; s.checked says nothing followed the ack. Otherwise s is
-// closed and the failure logged and counted.
+// settle reads the ack queued on s, which is settling. With wait false it only reads an
+// ack that is already there, in one system call (ready false: not there yet, s
+// untouched). ok: accepted, s is reusable and its ack cleared, for the caller to move on;
+// s.checked says nothing followed the ack. Otherwise s is closed and the failure logged
+// and counted.
 func (d *Dispatcher) settle(s *spare, wait bool) (ready, ok bool) {
 	a := s.ack
 	var body []byte
@@ -69,7 +70,7 @@ func (d *Dispatcher) settle(s *spare, wait bool) (ready, ok bool) {
 	}
 	if a.quiet && errors.Is(err, io.EOF) {
 		// Hung up without declining: the backend is going away, nothing failed.
-		s.c.Close()
+		d.move(s, closed)
 		return true, false
 	}
 	if err != nil {
@@ -146,7 +147,7 @@ func (d *Dispatcher) tryAck(s *spare) (body []byte, again bool, err error) {
 
 // lateFailure closes s and records that the handoff sent on it without waiting failed.
 func (d *Dispatcher) lateFailure(s *spare, err error) {
-	s.c.Close()
+	d.move(s, closed)
 	d.handoffs.Add(^uint64(0)) // counted as a handoff when it was sent
 	d.failures.Add(1)
 	d.lateFailures.Add(1)
@@ -162,10 +163,10 @@ func (d *Dispatcher) lateFailure(s *spare, err error) {
 // concurrent early handoff without a proven spare.
 func (d *Dispatcher) settlePool() {
 	d.mu.Lock()
-	var pending []spare
+	var pending []*spare
 	keep := d.pool[:0]
 	for _, s := range d.pool {
-		if s.ack != nil && (!s.ack.quiet || !silent(s.c)) {
+		if s.ack != nil && (!s.ack.quiet || !silent(s.c)) && d.moveLocked(s, settling) == nil {
 			pending = append(pending, s)
 		} else {
 			keep = append(keep, s)
@@ -173,13 +174,9 @@ func (d *Dispatcher) settlePool() {
 	}
 	clear(d.pool[len(keep):])
 	d.pool = keep
-	d.settling = len(pending)
 	d.mu.Unlock()
 	for _, s := range pending {
-		ready, ok := d.settle(&s, false)
-		d.mu.Lock()
-		d.settling--
-		d.mu.Unlock()
+		ready, ok := d.settle(s, false)
 		if ok || !ready {
 			s.checked = false // it may sit in the pool for a while: take polls it
 			d.put(s)

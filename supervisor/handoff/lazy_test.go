@@ -27,7 +27,7 @@ func TestHandoffLazyAckDeclined(t *testing.T) {
 	// 1: lazy at once: the probe proved the spare before any client.
 	bc, cc := p.pair()
 	tok := d.Issue()
-	if err := d.Handoff(context.Background(), bc, tok, 1, "svc", false); err != nil {
+	if err := d.Handoff(context.Background(), bc, req(tok, 1, false)); err != nil {
 		t.Fatal(err)
 	}
 	readRelay(t, cc, tok, 1)
@@ -42,7 +42,7 @@ func TestHandoffLazyAckDeclined(t *testing.T) {
 	if _, err := cc.Write([]byte("early")); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Handoff(context.Background(), bc, d.Issue(), 2, "svc", true); err != nil {
+	if err := d.Handoff(context.Background(), bc, req(d.Issue(), 2, true)); err != nil {
 		t.Fatalf("lazy handoff: %v", err)
 	}
 	// Closed with the early bytes unread: EOF or a reset, never an EVENT.
@@ -57,7 +57,7 @@ func TestHandoffLazyAckDeclined(t *testing.T) {
 	// 3: the next early handoff takes that spare, reads the decline first, drops it.
 	bc, cc = p.pair()
 	defer cc.Close()
-	err := d.Handoff(context.Background(), bc, d.Issue(), 3, "svc", true)
+	err := d.Handoff(context.Background(), bc, req(d.Issue(), 3, true))
 	if !errors.Is(err, handoff.ErrNoRelaySpare) {
 		t.Fatalf("early handoff after the decline: %v, want ErrNoRelaySpare", err)
 	}
@@ -76,7 +76,7 @@ func TestHandoffQuietHangUpIsNoFailure(t *testing.T) {
 	d := running(t, be, 1)
 	bc, cc := p.pair()
 	tok := d.Issue()
-	if err := d.Handoff(context.Background(), bc, tok, 1, "svc", true); err != nil {
+	if err := d.Handoff(context.Background(), bc, req(tok, 1, true)); err != nil {
 		t.Fatal(err)
 	}
 	readRelay(t, cc, tok, 1)
@@ -88,7 +88,7 @@ func TestHandoffQuietHangUpIsNoFailure(t *testing.T) {
 
 	bc, cc = p.pair()
 	defer cc.Close()
-	if err := d.Handoff(context.Background(), bc, d.Issue(), 2, "svc", true); !errors.Is(err, handoff.ErrNoRelaySpare) {
+	if err := d.Handoff(context.Background(), bc, req(d.Issue(), 2, true)); !errors.Is(err, handoff.ErrNoRelaySpare) {
 		t.Fatalf("handoff after the backend exited: %v, want ErrNoRelaySpare", err)
 	}
 	if st := d.Stats(); st.Quiet != 1 || st.LateFailures != 0 || st.Handoffs != 1 {

@@ -19,7 +19,7 @@ func TestHandoffPrepared(t *testing.T) {
 	ctx := context.Background()
 	for i := range 4 {
 		tok, id := d.Issue(), uint64(20+i)
-		pr := d.Prepare(ctx, tok, id, "svc", false)
+		pr := d.Prepare(ctx, req(tok, id, false))
 		if st := d.Stats(); st.Spares != 1 || st.Held != 1 {
 			t.Fatalf("prepared: %+v, want one spare held", st)
 		}
@@ -34,7 +34,7 @@ func TestHandoffPrepared(t *testing.T) {
 			t.Fatalf("after the handoff: %+v", st)
 		}
 	}
-	d.Prepare(ctx, d.Issue(), 99, "svc", false) // never handed off
+	d.Prepare(ctx, req(d.Issue(), 99, false)) // never handed off
 	if st := d.Stats(); st.Held != 1 {
 		t.Fatalf("prepared: %+v", st)
 	}
@@ -64,7 +64,7 @@ func TestHandoffNoSurplusDials(t *testing.T) {
 		bc, cc := p.pair()
 		id := uint64(i + 1)
 		tok := d.Issue()
-		pr := d.Prepare(ctx, tok, id, "svc", true)
+		pr := d.Prepare(ctx, req(tok, id, true))
 		d.Kick() // a refill pass while the spare is out, as a concurrent handoff's kick would
 		if err := d.HandoffPrepared(ctx, bc, pr); err != nil {
 			t.Fatal(err)

@@ -28,12 +28,9 @@ const maxV1PIDs = 64
 // probeRelayID is the relay connection id a probe offers; no client is behind it.
 const probeRelayID = 1
 
-// shouldProbe reports whether a fresh spare to pid is probed: not for v1 offers, and not
-// for a pid found v1 less than Reprobe ago.
+// shouldProbe reports whether a fresh spare to pid is probed: not for a pid found v1
+// less than Reprobe ago.
 func (d *Dispatcher) shouldProbe(pid int) bool {
-	if d.o.V1Only {
-		return false
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	at, v1 := d.v1pids[pid]
@@ -87,23 +84,27 @@ func (d *Dispatcher) probe(ctx context.Context, c *net.UnixConn) (wire.HandoffEx
 }
 
 // dialSpare dials a spare for the pool and, for a backend not known as v1, proves it by
-// a probe. A failed probe marks the pid v1 and dials once more, plainly.
-func (d *Dispatcher) dialSpare(ctx context.Context, expect int) (spare, error) {
-	c, pid, err := d.dial(ctx, expect)
-	if err != nil || !d.shouldProbe(pid) {
-		return spare{c: c, pid: pid, at: time.Now()}, err
+// a probe. A failed probe marks the pid v1 and dials once more, plainly. The spare
+// returned is dialling or probing, for put.
+func (d *Dispatcher) dialSpare(ctx context.Context, expect int) (*spare, error) {
+	s, err := d.dial(ctx, expect)
+	if err != nil || !d.shouldProbe(s.pid) {
+		return s, err
 	}
-	ext, err := d.probe(ctx, c)
+	if err := d.move(s, probing); err != nil {
+		return nil, err
+	}
+	ext, err := d.probe(ctx, s.c)
 	if err == nil {
-		return spare{c: c, pid: pid, at: time.Now(), ext: ext}, nil
+		s.ext, s.at = ext, time.Now()
+		return s, nil
 	}
-	c.Close()
+	d.move(s, closed)
 	if ctx.Err() != nil {
-		return spare{}, ctx.Err()
+		return nil, ctx.Err()
 	}
-	d.markV1(pid, expect)
-	d.o.Log.Info().Err(err).Int("pid", pid).Str("endpoint", d.o.Endpoint).Dur("reprobe_after", d.o.Reprobe).
+	d.markV1(s.pid, expect)
+	d.o.Log.Info().Err(err).Int("pid", s.pid).Str("endpoint", d.o.Endpoint).Dur("reprobe_after", d.o.Reprobe).
 		Msg("handoff backend answered as v1: no early data or write-ahead; its spares are dialled plainly until a later probe")
-	c, pid, err = d.dial(ctx, expect)
-	return spare{c: c, pid: pid, at: time.Now()}, err
+	return d.dial(ctx, expect)
 }

@@ -20,7 +20,7 @@ import (
 // Run proves fresh spares by a probe: against our SDK the very first client is granted
 // early data and handed off; a strict v1 backend declines the probe once, is never
 // probed again however many spares are dialled, never gets an early handoff, and still
-// takes plain ones. A V1Only dispatcher never probes.
+// takes plain ones.
 func TestHandoffProbe(t *testing.T) {
 	dir := testutil.ShortDir(t)
 	bes := handofftest.StartAll(t, dir, handofftest.Echo, handofftest.V1)
@@ -29,18 +29,16 @@ func TestHandoffProbe(t *testing.T) {
 	cases := []struct {
 		name   string
 		be     *handofftest.Backend
-		v1Only bool
 		early  bool // EarlyData() at once; the first handoff is early
 		probes uint64
 		quiet  uint64 // handoffs sent quiet (no ack unless declined)
 	}{
-		{"sdk backend: first client granted", echo, false, true, 1, 5},
-		{"v1 backend: declined once, plain handoffs", v1, false, false, 1, 0},
-		{"v1-only dispatcher: no probe", echo, true, false, 0, 0},
+		{"sdk backend: first client granted", echo, true, 1, 5},
+		{"v1 backend: declined once, plain handoffs", v1, false, 1, 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			d := handoff.New(handoff.Options{Endpoint: tc.be.Handoff, ExpectPID: pidOf(tc.be), Spares: 2, V1Only: tc.v1Only, Log: zerolog.Nop()})
+			d := handoff.New(handoff.Options{Endpoint: tc.be.Handoff, ExpectPID: pidOf(tc.be), Spares: 2, Log: zerolog.Nop()})
 			run(t, d)
 			waitSpares(t, d, 2)
 			if got := d.EarlyData(); got != tc.early {
@@ -48,7 +46,7 @@ func TestHandoffProbe(t *testing.T) {
 			}
 			if !tc.early {
 				bc, cc := p.pair()
-				if err := d.Handoff(context.Background(), bc, d.Issue(), 1, "svc", true); !errors.Is(err, handoff.ErrNoRelaySpare) {
+				if err := d.Handoff(context.Background(), bc, req(d.Issue(), 1, true)); !errors.Is(err, handoff.ErrNoRelaySpare) {
 					t.Fatalf("early handoff: %v, want ErrNoRelaySpare", err)
 				}
 				cc.Close()
@@ -64,7 +62,7 @@ func TestHandoffProbe(t *testing.T) {
 				}
 				tok := d.Issue()
 				id := uint64(10 + i)
-				if err := d.Handoff(context.Background(), bc, tok, id, "svc", tc.early); err != nil {
+				if err := d.Handoff(context.Background(), bc, req(tok, id, tc.early)); err != nil {
 					t.Fatalf("handoff %d: %v", i, err)
 				}
 				readRelay(t, cc, tok, id)
@@ -130,7 +128,7 @@ func TestHandoffReprobe(t *testing.T) {
 		bc, cc := p.pair()
 		tok := d.Issue()
 		id := uint64(i + 1)
-		if err := d.Handoff(context.Background(), bc, tok, id, "svc", false); err != nil {
+		if err := d.Handoff(context.Background(), bc, req(tok, id, false)); err != nil {
 			t.Fatalf("handoff %d: %v", i, err)
 		}
 		readRelay(t, cc, tok, id)

@@ -37,8 +37,8 @@ type Options struct {
 	Instance string // registry instance id, e.g. private:<service>
 	// HandoffEndpoint is the backend's handoff socket; empty disables handoff. When set,
 	// clients that set capability bit 0 get a token, and their connection is passed to
-	// the backend after Negotiated (only ever to the verified backend's pid). Clients that
-	// also set bit 1 get early data (ours) once the backend has proven it relays.
+	// the backend after Negotiated (only ever to the verified backend's pid). Bits 1 and 2
+	// (ours) are granted as handoff.Grant says, once the backend has proven it relays.
 	HandoffEndpoint string
 	// Handoff tunes the dispatcher (spares, timeouts); Endpoint, ExpectPID and Log are
 	// filled in here.
@@ -122,32 +122,22 @@ func (b *Backend) Route(_ context.Context, req *serve.Request) (serve.Route, err
 	}
 	cur.Touch(time.Now())
 	r := serve.Route{Pipe: b.o.Endpoint, Version: b.o.Version}
-	caps := req.Hello.ClientCapabilities
-	// Ours: a client that sets bit 1 wrote its early data behind the Hello, unread in
-	// conn. It is handed off only with the grant, to a backend proven to write the EVENT
-	// before it reads (handoff.Dispatcher.EarlyData), or not at all: no token, so that
-	// nobody reads the data and the client sends it through backend_pipe. A v1-style
-	// handoff could let a backend read it and time out, and the client would resend it.
-	// Bit 2 (write ahead) is granted on the same terms; without the grant such a client
-	// has written nothing yet and gets a plain token.
-	if b.disp != nil && caps&wire.CapHandlePassing != 0 {
-		grant := caps&(wire.CapEarlyData|wire.CapWriteAhead) != 0 && b.disp.EarlyData()
-		tok := []byte(nil)
-		if grant || caps&wire.CapEarlyData == 0 {
-			tok = b.disp.Issue()
-		}
-		if tok != nil {
+	// Token, early data (bit 1) and write-ahead (bit 2): handoff.Grant decides, from the
+	// client's bits and what the dispatcher's spares proved.
+	mode := handoff.ModeOff
+	if b.disp != nil {
+		mode = b.disp.Mode()
+	}
+	if g := handoff.Grant(req.Hello.ClientCapabilities, mode); g.Token {
+		if tok := b.disp.Issue(); tok != nil {
 			service := req.Hello.ServiceName
-			r.Token = tok
-			if grant {
-				r.Capabilities = wire.CapEarlyData | wire.CapWriteAhead // as far as the client set them
-			}
+			r.Token, r.Capabilities = tok, g.Caps
 			// Both run on the connection's goroutine, in turn: a spare is taken (and its
 			// last exchange settled) before Negotiated goes out, so that only the offer's
 			// encoding and the sendmsg follow it.
 			var p *handoff.Prepared
 			r.BeforeReply = func(ctx context.Context, n *wirepb.Negotiated) {
-				p = b.disp.Prepare(ctx, n.HandlePassedToken, n.ConnectionId, service, granted(n))
+				p = b.disp.Prepare(ctx, handoff.RequestOf(n, service))
 			}
 			r.AfterReply = func(ctx context.Context, conn *net.UnixConn, n *wirepb.Negotiated) {
 				// The slot stays held until the ack, or only until the sendmsg when the
@@ -157,17 +147,11 @@ func (b *Backend) Route(_ context.Context, req *serve.Request) (serve.Route, err
 					b.disp.HandoffPrepared(ctx, conn, p)
 					return
 				}
-				b.disp.Handoff(ctx, conn, n.HandlePassedToken, n.ConnectionId, service, granted(n))
+				b.disp.Handoff(ctx, conn, handoff.RequestOf(n, service))
 			}
 		}
 	}
 	return r, nil
-}
-
-// granted: Negotiated let the client write before the EVENT (bit 1 or 2), so the
-// handoff may go only to a spare proven to relay.
-func granted(n *wirepb.Negotiated) bool {
-	return n.ServerCapabilities&(wire.CapEarlyData|wire.CapWriteAhead) != 0
 }
 
 func (b *Backend) nudge() {
