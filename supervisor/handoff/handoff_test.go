@@ -205,10 +205,17 @@ func TestHandoffFailures(t *testing.T) {
 	p := newPairs(t, dir)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			d := handoff.New(handoff.Options{Endpoint: c.endpoint, ExpectPID: c.expect, Spares: 1, AckTimeout: 100 * time.Millisecond, Log: zerolog.Nop()})
+			o := handoff.Options{Endpoint: c.endpoint, ExpectPID: c.expect, Spares: 1, AckTimeout: 100 * time.Millisecond, Log: zerolog.Nop()}
+			if c.late {
+				o.AckTimeout = 0 // the default: a slow probe answer must not make the backend v1
+			}
+			d := handoff.New(o)
 			run(t, d)
 			if c.late {
-				waitSpares(t, d, 1) // probed: the handoff goes out lazily
+				waitSpares(t, d, 1)
+				if !d.EarlyData() {
+					t.Fatalf("spare not proven by the probe: %+v", d.Stats())
+				}
 			}
 			tok := c.token(d)
 			bc, cc := p.pair()
