@@ -137,6 +137,10 @@ func (m *Manager) publish(c *child, dp *wirepb.DaemonProcess) error {
 		c.mu.Lock()
 		return spawnFailed("backend exited before ready: %s", c.status)
 	}
+	if m.runCtx.Err() != nil {
+		// Shutdown may already have killed this child as one still starting.
+		return errClosing
+	}
 	c.be = be
 	m.o.Registry.Add(be)
 	m.mu.Lock()
