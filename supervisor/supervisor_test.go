@@ -48,13 +48,20 @@ func (e *env) sock(name string) string { return filepath.Join(e.dir, name+".sock
 // writeConfig writes broker.toml with a [broker] header and the given services.
 func (e *env) writeConfig(services string) {
 	e.t.Helper()
+	e.writeConfigWith("", services)
+}
+
+// writeConfigWith writes broker.toml with extra [broker] keys (one per line) and services.
+func (e *env) writeConfigWith(brokerKeys, services string) {
+	e.t.Helper()
 	body := fmt.Sprintf(`[broker]
 servicedef_dir = %q
 runtime_dir = %q
 hello_rate_limit = 0
 shutdown_grace = "5s"
 log_level = "debug"
-%s`, e.defDir, e.dir, services)
+%s
+%s`, e.defDir, e.dir, brokerKeys, services)
 	tmp := e.cfgPath + ".tmp"
 	if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
 		e.t.Fatal(err)
