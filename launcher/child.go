@@ -146,6 +146,7 @@ func (m *Manager) reap(c *child) {
 	switch c.reason.Load() {
 	case stopIdle:
 		e.Kind, e.Reason = wirepb.EventKind_DIED_IDLE, "idle for "+c.idle.String()
+		m.forgive(c.key)
 	case stopShutdown:
 		e.Kind, e.Reason = wirepb.EventKind_DIED_SHUTDOWN, "broker shutdown"
 	case stopFailed:

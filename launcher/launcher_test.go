@@ -257,8 +257,9 @@ func TestCrashLoopExhaustsBudgetThenRecovers(t *testing.T) {
 	h.clock.Advance(10 * time.Second)
 	n := h.negotiate("crashy", "1.0.0")
 	echoThrough(t, n.BackendPipe)
-	if b := h.m.Budgets(); len(b) != 0 {
-		t.Errorf("budget not reset after a success: %+v", b)
+	// A new window opened with this start; it stays counted while the backend is young.
+	if b := h.m.Budgets(); len(b) != 1 || b[0].AttemptsUsed != 1 || b[0].Remaining != budgetAttempts-1 {
+		t.Errorf("Budgets() after a fresh window's successful start = %+v, want 1 attempt used", b)
 	}
 	live := h.pidOf(n.BackendPipe)
 	pids := h.ev.attempts("crashy")

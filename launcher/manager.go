@@ -1,6 +1,6 @@
 // Package launcher starts launch-mode backends on a Hello miss, waits until they answer
 // the identity probe, and supervises them: every child is reaped, idle ones are stopped,
-// and all of them stop with the broker (broker.md §6).
+// and all of them stop with the broker.
 package launcher
 
 import (
