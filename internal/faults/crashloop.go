@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rpbroker/broker/wire/wirepb"
 )
 
 const (
@@ -45,7 +47,7 @@ func crashLoop(ctx context.Context, env *runEnv) (string, error) {
 		hellos++
 		n, err := hello(ctx, sock, "crashy")
 		got[outcome(err)]++
-		if ref, ok := refusal(err); ok && ref.Code.String() == "RATE_LIMITED" {
+		if ref, ok := refusal(err); ok && ref.Code == wirepb.ErrorCode_ERROR_RATE_LIMITED {
 			limited = true
 			break
 		}
@@ -66,8 +68,8 @@ func crashLoop(ctx context.Context, env *runEnv) (string, error) {
 	if limited {
 		first = "RATE_LIMITED"
 	}
-	return fmt.Sprintf("respawns_before_refusal=%d first_refusal=%s hellos=%d elapsed_s=%.1f outcomes=%s",
-		max(len(starts)-1, 0), first, hellos, time.Since(start).Seconds(), counts(got)), nil
+	return fmt.Sprintf("respawns_before_refusal=%d starts=%d first_refusal=%s hellos=%d elapsed_s=%.1f outcomes=%s",
+		max(len(starts)-1, 0), len(starts), first, hellos, time.Since(start).Seconds(), counts(got)), nil
 }
 
 // crashBackend uses the backend at pipe, which makes it exit, and waits (up to 3 s) until

@@ -33,10 +33,13 @@ func outcome(err error) string {
 		return "negotiated"
 	}
 	if ref, ok := refusal(err); ok {
-		return ref.Code.String()
+		return codeName(ref.Code)
 	}
 	return "error"
 }
+
+// codeName is the refusal code as the issue names it: RATE_LIMITED, not ERROR_RATE_LIMITED.
+func codeName(c wirepb.ErrorCode) string { return strings.TrimPrefix(c.String(), "ERROR_") }
 
 func refusal(err error) (*client.RefusedError, bool) {
 	ref, ok := err.(*client.RefusedError)

@@ -78,7 +78,7 @@ func silentClient(sock string) string {
 		return "undecodable-frame"
 	}
 	if ref := hr.GetRefused(); ref != nil {
-		return ref.GetCode().String()
+		return codeName(ref.GetCode())
 	}
 	return "other-frame"
 }
