@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -42,7 +43,8 @@ func outcome(err error) string {
 func codeName(c wirepb.ErrorCode) string { return strings.TrimPrefix(c.String(), "ERROR_") }
 
 func refusal(err error) (*client.RefusedError, bool) {
-	ref, ok := err.(*client.RefusedError)
+	var ref *client.RefusedError
+	ok := errors.As(err, &ref)
 	return ref, ok
 }
 
