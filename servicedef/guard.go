@@ -12,8 +12,9 @@ import (
 // WithPanicHandler calls h after the Loader recovered a panic at one of its boundaries:
 // where is "decode" (one file), "event" (one watch event or rescan), "log" (logging one
 // change, which runs the logger's hooks), "notify" (telling the subscribers of one batch
-// of changes) or "session" (setting up the watch, which is then set up again). The panic is already logged with its stack; h typically counts it. h runs
-// on the Loader's goroutine and must not block.
+// of changes) or "session" (setting up the watch, which is then set up again). The panic
+// is already logged with its stack; h typically counts it. h runs on the Loader's
+// goroutine and must not block.
 func WithPanicHandler(h func(where string, v any)) Option {
 	return func(o *options) { o.onPanic = h }
 }

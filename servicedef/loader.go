@@ -116,8 +116,8 @@ func (l *Loader) Run(ctx context.Context) error {
 		delay := backoff
 		_ = l.guard("log", func() error {
 			switch {
-			case errors.Is(err, errSessionPanic):
-				delay = l.o.retryMin // logged where it was recovered
+			case errors.Is(err, errSessionPanic): // logged where it was recovered
+				backoff = min(2*backoff, l.o.retryMax)
 			case isTransient(err):
 				l.transient(tr, err)
 				delay = tr.delay()
