@@ -159,16 +159,22 @@ func (s *Supervisor) Reload(ctx context.Context) ReloadResult {
 
 func (s *Supervisor) requestShutdown() { s.stopOnce.Do(func() { close(s.shutdown) }) }
 
-// stop drains: Hellos are refused with SHUTTING_DOWN and readyz turns not ready, in-flight
-// Hellos finish, then loops stop and remove their sockets, all within shutdown_grace.
+// stop drains within shutdown_grace: Hellos are refused with SHUTTING_DOWN and readyz
+// turns not ready; the launcher is cancelled at once, so a spawn in flight is killed and
+// its waiting clients are answered SHUTTING_DOWN instead of holding the drain up; the
+// Hellos still being routed finish; then the loops stop and remove their sockets while
+// launched backends get SIGTERM, and both are waited for.
 func (s *Supervisor) stop(why string) error {
 	grace := s.cfg.Broker.ShutdownGrace
 	deadline := time.Now().Add(grace)
 	s.log.Info().Str("reason", why).Dur("grace", grace).Msg("shutting down")
 	s.shared.Drain()
-	for s.shared.HellosInFlight() > 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond) // bounded poll of an atomic; no event to wait on
+	s.cancelLauncher()
+	idleCtx, cancel := context.WithDeadline(context.Background(), deadline)
+	if err := s.shared.WaitHellosIdle(idleCtx); err != nil {
+		s.log.Warn().Int64("hellos_in_flight", s.shared.HellosInFlight()).Msg("Hellos still in flight at the end of shutdown_grace")
 	}
+	cancel()
 	var stuck []string
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -183,7 +189,7 @@ func (s *Supervisor) stop(why string) error {
 			}
 		}()
 	}
-	s.stopLauncher() // children get SIGTERM while the loops finish
+	s.waitLauncher()
 	wg.Wait()
 	s.stopLoader()
 	if len(stuck) > 0 {
@@ -193,7 +199,6 @@ func (s *Supervisor) stop(why string) error {
 	return nil
 }
 
-// effectiveConfig renders the config in force as {value, source} leaves (admin CONFIG).
 func (s *Supervisor) effectiveConfig() any {
 	cfg := s.config()
 	src := func(key string) string {
