@@ -20,7 +20,9 @@ import (
 
 type panicRouter struct{}
 
-func (panicRouter) Route(context.Context, *serve.Request) (serve.Route, error) { panic("route exploded") }
+func (panicRouter) Route(context.Context, *serve.Request) (serve.Route, error) {
+	panic("route exploded")
+}
 
 type oneDef struct{}
 
