@@ -23,6 +23,7 @@ const (
 	stopFailed
 	stopIdle
 	stopShutdown
+	stopUnreachable // its service left the configuration
 )
 
 // outputDrain is how long output readers keep reading after the child was reaped: a
@@ -149,6 +150,9 @@ func (m *Manager) reap(c *child) {
 		m.forgive(c.key)
 	case stopShutdown:
 		e.Kind, e.Reason = wirepb.EventKind_DIED_SHUTDOWN, "broker shutdown"
+	case stopUnreachable:
+		e.Kind, e.Reason = wirepb.EventKind_DIED_SHUTDOWN, "service no longer configured"
+		m.forgive(c.key)
 	case stopFailed:
 		e.Reason = *c.failWhy.Load()
 	default:

@@ -71,7 +71,8 @@ type record struct {
 }
 
 // runBackend is the launched child. Behaviors: serve (default), exit3, hang (never
-// accepts, ignores SIGTERM), "usr1exit N" (serve; exit with status N on SIGUSR1).
+// accepts, ignores SIGTERM), "usr1exit N" (serve; exit with status N on SIGUSR1),
+// stubborn (serve, ignoring SIGTERM).
 func runBackend() int {
 	entry := time.Now()
 	behavior := "serve"
@@ -105,6 +106,11 @@ func runBackend() int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
+	if behavior == "stubborn" {
+		stop()
+		ctx = context.Background() // stop cancelled the signal context
+		signal.Ignore(syscall.SIGTERM)
+	}
 	srv, err := backend.FromEnv()
 	if err == nil {
 		err = srv.Listen()

@@ -186,6 +186,9 @@ func (m *Manager) Backends() []BackendInfo {
 	// info takes c.mu, which is taken before m.mu elsewhere: never under m.mu.
 	out := make([]BackendInfo, 0, len(all))
 	for _, c := range all {
+		if c.reason.Load() == stopUnreachable {
+			continue // withdrawn: it is only being stopped
+		}
 		out = append(out, c.info())
 	}
 	sortInfos(out)

@@ -141,6 +141,9 @@ func (m *Manager) publish(c *child, dp *wirepb.DaemonProcess) error {
 		// Shutdown may already have killed this child as one still starting.
 		return errClosing
 	}
+	if c.reason.Load() == stopUnreachable {
+		return spawnFailed("service no longer configured")
+	}
 	c.be = be
 	m.o.Registry.Add(be)
 	m.mu.Lock()
