@@ -119,6 +119,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	m.runCtx = ctx
 	m.mu.Unlock()
+	m.reclaimStale() // before running closes: no spawn has bound a socket yet
 
 	threadStop := make(chan struct{})
 	threadDone := make(chan struct{})
