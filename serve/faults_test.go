@@ -168,7 +168,8 @@ func TestPanicsContained(t *testing.T) {
 }
 
 // TestSilentClientsOverCapGetRefusal: clients over the connection cap that write nothing
-// still read the RATE_LIMITED refusal, after the read deadline has passed.
+// still read the RATE_LIMITED refusal, after the read deadline has passed, also past the
+// refusers that wait for a request.
 func TestSilentClientsOverCapGetRefusal(t *testing.T) {
 	gate := make(chan struct{})
 	entered := make(chan struct{}, 1)
@@ -187,7 +188,7 @@ func TestSilentClientsOverCapGetRefusal(t *testing.T) {
 	<-entered // the only slot is held
 	defer close(gate)
 
-	const silent = 40
+	const silent = maxRefusers + 36
 	var wg sync.WaitGroup
 	errs := make(chan error, silent)
 	for range silent {

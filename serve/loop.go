@@ -219,15 +219,17 @@ func (l *Loop) Run(ctx context.Context) error {
 }
 
 // maxRefusers bounds the goroutines answering over-cap connections; past it, excess
-// connections are closed at once. Nothing queues without bound.
+// connections are answered at once on the accept loop and closed. Nothing queues
+// without bound.
 const maxRefusers = 64
 
 // Deadlines of an over-cap refusal: a short read for the request (the reply echoes its
 // request id, and a client blocked writing its Hello gets unblocked), then a write of
 // its own, so a client that wrote nothing still receives the refusal.
 const (
-	overLimitRead  = 200 * time.Millisecond
-	overLimitWrite = time.Second
+	overLimitRead   = 200 * time.Millisecond
+	overLimitWrite  = time.Second
+	overLimitInline = 50 * time.Millisecond // past maxRefusers, on the accept loop
 )
 
 // refuseOverLimit answers an over-cap connection with RATE_LIMITED. It reads the request
@@ -235,7 +237,13 @@ const (
 // refusal, and so the reply can echo its request id.
 func (l *Loop) refuseOverLimit(wg *sync.WaitGroup, conn *net.UnixConn) {
 	if l.refusers.Add(1) > maxRefusers {
+		// Too many refusals waiting for their requests: answer this one at once, without
+		// the echo. A fresh socket's send buffer is empty, so the write does not block
+		// the accept loop; the deadline only guards that.
 		l.refusers.Add(-1)
+		if l.peerAllowed(conn) {
+			l.answerOverLimit(conn, nil, time.Now(), overLimitInline)
+		}
 		conn.Close()
 		return
 	}
@@ -257,14 +265,20 @@ func (l *Loop) refuseOverLimit(wg *sync.WaitGroup, conn *net.UnixConn) {
 				req = f
 			}
 		}
-		conn.SetWriteDeadline(time.Now().Add(overLimitWrite))
-		r := connLimitRefusal()
-		l.writeRefusal(conn, req, r)
-		l.refused(HelloOutcome{Code: r.Code, Reason: r.Reason, Duration: time.Since(start), Framing: true})
-		if ok, n := l.logs.Allow("connection limit", time.Now()); ok {
-			l.log.Warn().Str("event", "connection_limit").Int("repeated", n).Msg("connection limit reached; refused")
-		}
+		l.answerOverLimit(conn, req, start, overLimitWrite)
 	}()
+}
+
+// answerOverLimit writes the RATE_LIMITED refusal under its own write deadline, counts
+// it and logs it (rate-limited).
+func (l *Loop) answerOverLimit(conn *net.UnixConn, req *wirepb.Frame, start time.Time, write time.Duration) {
+	conn.SetWriteDeadline(time.Now().Add(write))
+	r := connLimitRefusal()
+	l.writeRefusal(conn, req, r)
+	l.refused(HelloOutcome{Code: r.Code, Reason: r.Reason, Duration: time.Since(start), Framing: true})
+	if ok, n := l.logs.Allow("connection limit", time.Now()); ok {
+		l.log.Warn().Str("event", "connection_limit").Int("repeated", n).Msg("connection limit reached; refused")
+	}
 }
 
 // peerAllowed applies the same-euid rule: a foreign peer is dropped silently and logged.
