@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/rpbroker/broker/internal/testutil"
-	"github.com/rpbroker/broker/sdk/backend"
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
@@ -46,21 +45,21 @@ func TestColdHelloSpawnsWarmHelloReuses(t *testing.T) {
 		t.Errorf("registry pid %d, backend says %d", pid, r.PID)
 	}
 	wantEnv := map[string]string{
-		backend.EnvServiceName:    "echo",
-		backend.EnvServiceVersion: "1.2.3",
-		backend.EnvBackendPipe:    n.BackendPipe,
-		backend.EnvNamespace:      "private:echo",
-		backend.EnvInstance:       "private:echo",
-		backend.EnvTraceparent:    testTraceparent,
-		backend.EnvListenerFD:     "3",
-		backend.EnvIsDaemon:       "1",
+		wire.EnvServiceName:    "echo",
+		wire.EnvServiceVersion: "1.2.3",
+		wire.EnvBackendPipe:    n.BackendPipe,
+		wire.EnvNamespace:      "private:echo",
+		wire.EnvInstance:       "private:echo",
+		wire.EnvTraceparent:    testTraceparent,
+		wire.EnvListenerFD:     "3",
+		wire.EnvIsDaemon:       "1",
 	}
 	for k, v := range wantEnv {
 		if r.Env[k] != v {
 			t.Errorf("child env %s = %q, want %q", k, r.Env[k], v)
 		}
 	}
-	if _, ok := r.Env[backend.EnvTracestate]; ok {
+	if _, ok := r.Env[wire.EnvTracestate]; ok {
 		t.Errorf("empty tracestate must not be set")
 	}
 	if len(r.Args) != 1 || r.Stdin != "/dev/null" {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/sdk/backend"
+	"github.com/rpbroker/broker/wire"
 )
 
 // The test binary doubles as the backend (and as a mini broker for the Pdeathsig test),
@@ -77,7 +78,7 @@ func runBackend() int {
 	entry := time.Now()
 	behavior := "serve"
 	if dir := os.Getenv(envBehaviorDir); dir != "" {
-		if b, err := os.ReadFile(filepath.Join(dir, os.Getenv(backend.EnvServiceName))); err == nil {
+		if b, err := os.ReadFile(filepath.Join(dir, os.Getenv(wire.EnvServiceName))); err == nil {
 			behavior = strings.TrimSpace(string(b))
 		}
 	}

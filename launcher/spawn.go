@@ -15,8 +15,8 @@ import (
 
 	"github.com/rpbroker/broker/names"
 	"github.com/rpbroker/broker/registry"
-	"github.com/rpbroker/broker/sdk/backend"
 	"github.com/rpbroker/broker/serve"
+	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 
@@ -213,25 +213,25 @@ func bindBackend(l names.Layout) (string, *os.File, error) {
 func (m *Manager) childEnv(req *serve.Request, endpoint string) []string {
 	env := make([]string, 0, len(m.o.Environ)+9)
 	for _, kv := range m.o.Environ {
-		if strings.HasPrefix(kv, "RUNNING_PROCESS_BROKER_") || strings.HasPrefix(kv, backend.EnvIsDaemon+"=") {
+		if strings.HasPrefix(kv, "RUNNING_PROCESS_BROKER_") || strings.HasPrefix(kv, wire.EnvIsDaemon+"=") {
 			continue
 		}
 		env = append(env, kv)
 	}
 	env = append(env,
-		backend.EnvServiceName+"="+req.Hello.GetServiceName(),
-		backend.EnvServiceVersion+"="+req.Hello.GetWantedVersion(),
-		backend.EnvBackendPipe+"="+endpoint,
-		backend.EnvNamespace+"="+req.Instance,
-		backend.EnvInstance+"="+req.Instance,
-		backend.EnvListenerFD+"=3",
-		backend.EnvIsDaemon+"=1",
+		wire.EnvServiceName+"="+req.Hello.GetServiceName(),
+		wire.EnvServiceVersion+"="+req.Hello.GetWantedVersion(),
+		wire.EnvBackendPipe+"="+endpoint,
+		wire.EnvNamespace+"="+req.Instance,
+		wire.EnvInstance+"="+req.Instance,
+		wire.EnvListenerFD+"=3",
+		wire.EnvIsDaemon+"=1",
 	)
 	if tp := req.Frame.GetTraceparent(); tp != "" {
-		env = append(env, backend.EnvTraceparent+"="+tp)
+		env = append(env, wire.EnvTraceparent+"="+tp)
 	}
 	if ts := req.Frame.GetTracestate(); ts != "" {
-		env = append(env, backend.EnvTracestate+"="+ts)
+		env = append(env, wire.EnvTracestate+"="+ts)
 	}
 	return env
 }

@@ -5,19 +5,21 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+
+	"github.com/rpbroker/broker/wire"
 )
 
-// Launch-mode environment a broker sets for its child (broker.md §6, v1).
+// Launch-mode environment a broker sets for its child (v1); defined in wire.
 const (
-	EnvServiceName    = "RUNNING_PROCESS_BROKER_V1_SERVICE_NAME"
-	EnvServiceVersion = "RUNNING_PROCESS_BROKER_V1_SERVICE_VERSION"
-	EnvBackendPipe    = "RUNNING_PROCESS_BROKER_V1_BACKEND_PIPE"
-	EnvNamespace      = "RUNNING_PROCESS_BROKER_V1_BACKEND_NAMESPACE"
-	EnvInstance       = "RUNNING_PROCESS_BROKER_V1_INSTANCE"
-	EnvTraceparent    = "RUNNING_PROCESS_BROKER_V1_TRACEPARENT"
-	EnvTracestate     = "RUNNING_PROCESS_BROKER_V1_TRACESTATE"
-	EnvListenerFD     = "RUNNING_PROCESS_BROKER_LISTENER_FD"
-	EnvIsDaemon       = "RUNNING_PROCESS_IS_DAEMON"
+	EnvServiceName    = wire.EnvServiceName
+	EnvServiceVersion = wire.EnvServiceVersion
+	EnvBackendPipe    = wire.EnvBackendPipe
+	EnvNamespace      = wire.EnvNamespace
+	EnvInstance       = wire.EnvInstance
+	EnvTraceparent    = wire.EnvTraceparent
+	EnvTracestate     = wire.EnvTracestate
+	EnvListenerFD     = wire.EnvListenerFD
+	EnvIsDaemon       = wire.EnvIsDaemon
 )
 
 // ErrNotLaunched means the process was not started by a broker: neither a backend pipe nor
