@@ -73,7 +73,7 @@ func crashLoop(ctx context.Context, env *runEnv) (string, error) {
 }
 
 // crashBackend uses the backend at pipe, which makes it exit, and waits (up to 3 s) until
-// its process is gone, so the next Hello finds no live backend.
+// the broker reaped it, so the next Hello finds no live backend.
 func crashBackend(ctx context.Context, pipe string) error {
 	c, err := net.DialTimeout("unix", pipe, 2*time.Second)
 	if err != nil {
@@ -92,9 +92,10 @@ func crashBackend(ctx context.Context, pipe string) error {
 	if err != nil {
 		return fmt.Errorf("backend %s sent %q, not a pid", pipe, line)
 	}
+	// Reaped, not just dead: then the broker has seen the exit too.
 	return waitUntil(ctx, 3*time.Second, func() error {
-		if alive(pid) {
-			return fmt.Errorf("backend pid %d still running", pid)
+		if !reaped(pid) {
+			return fmt.Errorf("backend pid %d not reaped", pid)
 		}
 		return nil
 	})

@@ -65,6 +65,12 @@ func alive(pid int) bool {
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
 
+// reaped reports whether pid is gone from /proc: it exited and its parent waited for it.
+func reaped(pid int) bool {
+	_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+	return err != nil
+}
+
 // openFDs counts the descriptors pid has open.
 func openFDs(pid int) int {
 	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
