@@ -54,6 +54,7 @@ func (defs) Lookup(s string) servicedef.Lookup {
 type hellos struct{ n atomic.Int64 }
 
 func (h *hellos) HelloDone(serve.HelloOutcome) { h.n.Add(1) }
+func (h *hellos) PanicRecovered(string)        {}
 
 // broker is a real serve loop routing to a registered backend, in this process.
 type broker struct {

@@ -76,7 +76,7 @@ func Encode(def *wirepb.ServiceDefinition) ([]byte, error) {
 	return b, nil
 }
 
-// Validate applies every rule of docs/protocol.md, "Service definitions and version policy". service_name must equal stem unless stem is
+// Validate applies every v1 rule for a service definition. service_name must equal stem unless stem is
 // empty. The error is a *ValidationError listing all problems.
 func Validate(def *wirepb.ServiceDefinition, stem string) error {
 	file := stem + Ext

@@ -145,7 +145,7 @@ func fullDef() *wirepb.ServiceDefinition {
 	}
 }
 
-// fullDefBytes is fullDef encoded by hand from the field numbers of wire/wirepb/broker.proto.
+// fullDefBytes is fullDef encoded by hand from the v1 ServiceDefinition field numbers.
 var fullDefBytes = []byte{
 	0x0A, 0x02, 'z', 'c', // 1 service_name
 	0x12, 0x07, '/', 'b', 'i', 'n', '/', 'z', 'c', // 2 binary_path

@@ -1,6 +1,8 @@
 package servicedef
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 
@@ -9,11 +11,26 @@ import (
 
 // WithPanicHandler calls h after the Loader recovered a panic at one of its boundaries:
 // where is "decode" (one file), "event" (one watch event or rescan), "log" (logging one
-// change, which runs the logger's hooks) or "notify" (telling the subscribers of one batch
-// of changes). The panic is already logged with its stack; h typically counts it. h runs
-// on the Loader's goroutine and must not block.
+// change, which runs the logger's hooks), "notify" (telling the subscribers of one batch
+// of changes) or "session" (setting up the watch, which is then set up again). The panic
+// is already logged with its stack; h typically counts it. h runs on the Loader's
+// goroutine and must not block.
 func WithPanicHandler(h func(where string, v any)) Option {
 	return func(o *options) { o.onPanic = h }
+}
+
+// errSessionPanic ends a watch session that panicked outside any narrower boundary; the Run
+// loop starts a new one with the last good snapshot still published.
+var errSessionPanic = errors.New("servicedef loader: recovered a panic; restarting the watch")
+
+func (l *Loader) guardedSession(ctx context.Context, tr *retrier) (watched bool, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			l.recovered("session", v, debug.Stack())
+			err = errSessionPanic
+		}
+	}()
+	return l.session(ctx, tr)
 }
 
 // guard runs fn and recovers a panic in it, so that one bad event costs that event only:

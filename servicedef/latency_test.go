@@ -40,7 +40,7 @@ func renameToVisible(tb testing.TB, l *Loader, dir string, i int) time.Duration 
 }
 
 // BenchmarkRenameToVisible reports P50/P99 of the time from rename(2) returning to the
-// new definition being visible in Lookup (docs/operations.md, "Service definitions": "within milliseconds"):
+// new definition being visible in Lookup (v1 asks for "within milliseconds"):
 //
 //	go test -run '^$' -bench RenameToVisible -benchtime 300x ./servicedef
 func BenchmarkRenameToVisible(b *testing.B) {

@@ -106,7 +106,7 @@ func (l *Loader) Run(ctx context.Context) error {
 	tr := newRetrier()
 	var lastErr string
 	for {
-		watched, err := l.session(ctx, tr)
+		watched, err := l.guardedSession(ctx, tr)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -114,18 +114,24 @@ func (l *Loader) Run(ctx context.Context) error {
 			backoff = l.o.retryMin
 		}
 		delay := backoff
-		if isTransient(err) {
-			l.transient(tr, err)
-			delay = tr.delay()
-		} else {
-			ev := l.log.Debug()
-			if err.Error() != lastErr {
-				ev = l.log.Error()
-				lastErr = err.Error()
+		_ = l.guard("log", func() error {
+			switch {
+			case errors.Is(err, errSessionPanic): // logged where it was recovered
+				backoff = min(2*backoff, l.o.retryMax)
+			case isTransient(err):
+				l.transient(tr, err)
+				delay = tr.delay()
+			default:
+				ev := l.log.Debug()
+				if err.Error() != lastErr {
+					ev = l.log.Error()
+					lastErr = err.Error()
+				}
+				ev.Err(err).Str("dir", l.dir).Dur("retry_in", backoff).Msg("servicedef directory is unusable; definitions from it are refused until it is fixed")
+				backoff = min(2*backoff, l.o.retryMax)
 			}
-			ev.Err(err).Str("dir", l.dir).Dur("retry_in", backoff).Msg("servicedef directory is unusable; definitions from it are refused until it is fixed")
-			backoff = min(2*backoff, l.o.retryMax)
-		}
+			return nil
+		})
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():

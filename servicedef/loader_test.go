@@ -18,13 +18,25 @@ import (
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(envFDMode); mode != "" {
+		os.Exit(fdExhaustMain(mode, os.Getenv(envFDDir)))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // startLoader runs a Loader on dir until the test ends and waits for its first scan.
 func startLoader(t testing.TB, dir string, opts ...Option) (*Loader, *testutil.SyncBuffer) {
 	t.Helper()
 	logs := &testutil.SyncBuffer{}
 	l := NewLoader(dir, zerolog.New(logs), opts...)
+	runLoader(t, l)
+	return l, logs
+}
+
+// runLoader runs l until the test ends and waits for its first scan.
+func runLoader(t testing.TB, l *Loader) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
@@ -39,7 +51,6 @@ func startLoader(t testing.TB, dir string, opts ...Option) (*Loader, *testutil.S
 	case <-time.After(5 * time.Second):
 		t.Fatal("loader not ready after 5s")
 	}
-	return l, logs
 }
 
 func privateDir(t testing.TB) string {

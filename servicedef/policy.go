@@ -8,7 +8,7 @@ import (
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 
-// CheckVersionPolicy applies the v1 version policy (docs/protocol.md, "Service definitions and version policy") to a valid wanted
+// CheckVersionPolicy applies the v1 version policy to a valid wanted
 // version: min_version first (numeric MAJOR.MINOR.PATCH, pre-release ignored), then an exact
 // match in version_allow_list. It returns nil when the version may be served.
 func CheckVersionPolicy(def *wirepb.ServiceDefinition, wanted string) *wire.Refusal {
@@ -23,7 +23,7 @@ func CheckVersionPolicy(def *wirepb.ServiceDefinition, wanted string) *wire.Refu
 	return nil
 }
 
-// Refusal is the SERVICE_UNKNOWN refusal of docs/protocol.md, "The dispatch order", step 21 for a lookup without a
+// Refusal is the v1 SERVICE_UNKNOWN refusal of the Hello handshake for a lookup without a
 // usable definition, or nil when l.Def may be used.
 func (l Lookup) Refusal() *wire.Refusal {
 	var r wire.Refusal

@@ -39,7 +39,7 @@ func (l *Loader) session(ctx context.Context, tr *retrier) (watched bool, err er
 	tick := time.NewTicker(l.o.rescan)
 	defer tick.Stop()
 	for {
-		var err error
+		var fn func() error
 		select {
 		case <-ctx.Done():
 			return true, nil
@@ -47,23 +47,25 @@ func (l *Loader) session(ctx context.Context, tr *retrier) (watched bool, err er
 			if !ok {
 				return true, fmt.Errorf("servicedef dir %s: watcher stopped", l.dir)
 			}
-			err = l.step(tr, func() error { return l.handleEvent(ev) })
+			fn = func() error { return l.step(tr, func() error { return l.handleEvent(ev) }) }
 		case werr, ok := <-w.Errors:
 			if !ok {
 				return true, fmt.Errorf("servicedef dir %s: watcher stopped", l.dir)
 			}
-			l.logWatchError(werr)
-			err = l.scan(tr)
+			fn = func() error { l.logWatchError(werr); return l.scan(tr) }
 		case <-l.rescanReq:
-			l.log.Info().Str("dir", l.dir).Msg("servicedef rescan requested")
-			err = l.scan(tr)
+			fn = func() error {
+				l.log.Info().Str("dir", l.dir).Msg("servicedef rescan requested")
+				return l.scan(tr)
+			}
 		case <-tick.C:
-			err = l.scan(tr)
+			fn = func() error { return l.scan(tr) }
 		case <-tr.c:
 			tr.fired()
-			err = l.scan(tr)
+			fn = func() error { return l.scan(tr) }
 		}
-		if err != nil {
+		// The boundary of one event: a panic costs this event, not the watch.
+		if err := l.guard("event", fn); err != nil {
 			return true, err
 		}
 	}

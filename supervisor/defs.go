@@ -2,6 +2,8 @@ package supervisor
 
 import (
 	"context"
+	"fmt"
+	"runtime/debug"
 	"sync/atomic"
 
 	"github.com/rpbroker/broker/servicedef"
@@ -28,7 +30,9 @@ type loaderRun struct {
 }
 
 func (s *Supervisor) startLoader(dir string) {
-	l := servicedef.NewLoader(dir, s.log.With().Str("component", "servicedef").Logger())
+	// The loader recovers and logs its own panics; the supervisor counts them.
+	l := servicedef.NewLoader(dir, s.log.With().Str("component", "servicedef").Logger(),
+		servicedef.WithPanicHandler(func(string, any) { s.countPanic("servicedef") }))
 	ctx, cancel := context.WithCancel(s.ctx)
 	lr := &loaderRun{cancel: cancel, done: make(chan struct{})}
 	changes, unsubscribe := l.Subscribe()
@@ -49,8 +53,7 @@ func (s *Supervisor) startLoader(dir string) {
 					<-done
 					return
 				}
-				s.metrics.servicedefChanges.WithLabelValues(c.Kind.String()).Inc()
-				s.servicedefEvent(c)
+				s.applyServicedefChange(c)
 			case <-done:
 				return
 			}
@@ -62,6 +65,20 @@ func (s *Supervisor) startLoader(dir string) {
 	case <-l.Ready():
 	case <-ctx.Done():
 	}
+}
+
+// applyServicedefChange records one loader change. A panic while doing so costs that change
+// only: it is logged with its stack and counted, and the next change is applied.
+func (s *Supervisor) applyServicedefChange(c servicedef.Change) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error().Str("where", "servicedef").Str("service", c.Service).Str("change", c.Kind.String()).
+				Str("panic", fmt.Sprint(v)).Str("stack", string(debug.Stack())).Msg("recovered a panic while applying a servicedef change")
+			s.countPanic("servicedef")
+		}
+	}()
+	s.metrics.servicedefChanges.WithLabelValues(c.Kind.String()).Inc()
+	s.servicedefEvent(c)
 }
 
 func (s *Supervisor) stopLoader() {

@@ -50,9 +50,11 @@ func (s *Supervisor) servicedefEvent(c servicedef.Change) {
 	s.emit(e)
 }
 
-// observer fans a Hello outcome out to the metrics and, for refusals, the event log.
-// Accepted Hellos are counted, not written to disk: one write per Hello would cost more
-// than the Hello itself.
+// observer fans a Hello outcome out to the metrics and, for refusals of a Hello, the
+// event log. Accepted Hellos are counted, not written to disk: one write per Hello would
+// cost more than the Hello itself. Refusals are logged by the serve loop, rate-limited;
+// framing refusals (garbage, foreign peers, the connection cap) are counted only, so a
+// flood of them cannot fill the event log.
 type observer struct{ s *Supervisor }
 
 func (o observer) HelloDone(h serve.HelloOutcome) {
@@ -62,10 +64,14 @@ func (o observer) HelloDone(h serve.HelloOutcome) {
 			Uint64("connection_id", h.ConnectionID).Dur("took", h.Duration).Str("event", "hello_accepted").Msg("negotiated")
 		return
 	}
-	o.s.log.Debug().Str("service", h.Service).Str("version", h.Version).Str("request_id", h.RequestID).
-		Str("code", h.Code.String()).Str("reason", h.Reason).Str("event", "hello_refused").Msg("refused")
+	if h.Framing {
+		return
+	}
 	o.s.emit(events.Event{
 		Kind: wirepb.EventKind_HELLO_REFUSED, Service: h.Service, Version: h.Version,
 		RequestID: h.RequestID, Reason: h.Code.String() + ": " + h.Reason,
 	})
 }
+
+// PanicRecovered counts a panic a serve loop recovered (and already logged).
+func (o observer) PanicRecovered(where string) { o.s.countPanic(where) }

@@ -49,13 +49,18 @@ func (s *Supervisor) startLauncher() {
 	s.launch = lr
 }
 
-// stopLauncher stops every launched backend (SIGTERM, grace, SIGKILL) and waits.
-func (s *Supervisor) stopLauncher() {
-	if s.launch == nil || s.launch.m == nil {
-		return
+// cancelLauncher starts stopping the launcher: spawns in flight are aborted and every
+// launched backend gets SIGTERM (SIGKILL after the grace). waitLauncher waits for it.
+func (s *Supervisor) cancelLauncher() {
+	if s.launch != nil && s.launch.m != nil {
+		s.launch.cancel()
 	}
-	s.launch.cancel()
-	<-s.launch.done
+}
+
+func (s *Supervisor) waitLauncher() {
+	if s.launch != nil && s.launch.m != nil {
+		<-s.launch.done
+	}
 }
 
 func (s *Supervisor) launchRouter(svc config.Service) serve.Router {

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -20,10 +21,24 @@ func TestMain(m *testing.M) {
 	// The test binary is also the backends: registered ones (startBackend) and the ones
 	// the broker under test launches.
 	handofftest.MaybeChild()
-	if os.Getenv(wire.EnvServiceName) != "" {
+	switch os.Getenv(wire.EnvServiceName) {
+	case "":
+	case hangService:
+		os.Exit(hangUnready())
+	default:
 		os.Exit(runLaunchedBackend())
 	}
 	goleak.VerifyTestMain(m)
+}
+
+// hangService names a launched backend that never becomes ready and ignores SIGTERM:
+// only SIGKILL (or its start_timeout) ends it.
+const hangService = "hang"
+
+func hangUnready() int {
+	signal.Ignore(syscall.SIGTERM)
+	time.Sleep(time.Minute) // the process's whole behaviour: be slow, not a synchronisation
+	return 1
 }
 
 // runLaunchedBackend serves as the backend the broker under test launched.

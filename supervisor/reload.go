@@ -1,49 +1,63 @@
 package supervisor
 
 import (
+	"net"
 	"time"
 
 	"github.com/rpbroker/broker/config"
 	"github.com/rpbroker/broker/supervisor/serve"
 )
 
-// reload runs on the event loop: load and validate the whole file first; an invalid file
-// leaves everything running untouched.
+// reload runs on the event loop: load and validate the whole file, then bind every new
+// control socket; only when all of that succeeded is anything running changed. A failed
+// reload leaves the running config whole.
 func (s *Supervisor) reload() ReloadResult {
 	res := ReloadResult{At: time.Now()}
 	cfg, err := s.o.Load()
 	if err != nil {
 		res.Err = err
 		s.log.Error().Err(err).Str("event", "config_reload_failed").Msg("reload rejected; the running config is unchanged")
-		s.metrics.reloads.WithLabelValues("failure").Inc()
-		s.metrics.reloadOK.Set(0)
-		s.recordReload(res)
-		return res
+		return s.reloadFailed(res)
 	}
 	plan := config.Diff(s.cfg, cfg)
+	bound, err := s.bindNew(plan)
+	if err != nil {
+		res.Err = err
+		s.log.Error().Err(err).Str("event", "config_reload_failed").
+			Msg("reload not applied: a new control socket cannot be bound; the running config is unchanged")
+		return s.reloadFailed(res)
+	}
 	res.Plan, res.Lines = plan, plan.Lines()
-	s.apply(cfg, plan)
+	s.apply(cfg, plan, bound)
 	for _, line := range res.Lines {
 		s.log.Info().Str("event", "config_reload").Msg(line)
 	}
 	s.metrics.reloads.WithLabelValues("success").Inc()
 	s.metrics.reloadOK.Set(1)
 	s.metrics.reloadTime.SetToCurrentTime()
-	s.recordReload(res)
+	// The config and the reload that brought it are published together.
+	s.publish(func(next *snapshot) {
+		next.cfg = cfg
+		next.lastReload = res
+		next.reloadSeq++
+	})
 	return res
 }
 
-func (s *Supervisor) recordReload(res ReloadResult) {
-	s.statusMu.Lock()
-	s.lastReload = res
-	s.reloadSeq++
-	s.statusMu.Unlock()
+func (s *Supervisor) reloadFailed(res ReloadResult) ReloadResult {
+	s.metrics.reloads.WithLabelValues("failure").Inc()
+	s.metrics.reloadOK.Set(0)
+	s.publish(func(next *snapshot) {
+		next.lastReload = res
+		next.reloadSeq++
+	})
+	return res
 }
 
-// apply carries out a validated plan. New sockets are bound before old ones are released;
-// a service whose socket stays keeps its listener and open connections even when its
-// backend or mode changes; unchanged services are not touched.
-func (s *Supervisor) apply(cfg *config.Config, plan config.Plan) {
+// apply carries out a validated plan whose new sockets are already bound (bound, by
+// service; see bindNew). A service whose socket stays keeps its listener and open
+// connections even when its backend or mode changes; unchanged services are not touched.
+func (s *Supervisor) apply(cfg *config.Config, plan config.Plan, bound map[string]*net.UnixListener) {
 	old := s.cfg
 	s.cfg = cfg
 	if old.Broker.ServicedefDir != cfg.Broker.ServicedefDir {
@@ -58,13 +72,23 @@ func (s *Supervisor) apply(cfg *config.Config, plan config.Plan) {
 	}
 	grace := cfg.Broker.ShutdownGrace
 	var retire []*runner
+	// A new socket missing from bound is one a retiring service holds: its runner starts
+	// once that service has let go of the path.
+	var later []config.Service
+	start := func(svc config.Service) {
+		if ln, ok := bound[svc.Name]; ok {
+			s.runners[svc.Name] = s.startRunner(svc, ln)
+		} else {
+			later = append(later, svc)
+		}
+	}
 	for _, svc := range plan.Added {
-		s.setRunner(svc.Name, s.startRunner(svc))
+		start(svc)
 	}
 	for _, ch := range plan.Changed {
-		r, _ := s.runnerByName(ch.Name)
+		r := s.runners[ch.Name]
 		if ch.Old.Socket != ch.New.Socket {
-			s.setRunner(ch.Name, s.startRunner(ch.New))
+			start(ch.New)
 			retire = append(retire, r)
 			continue
 		}
@@ -80,49 +104,23 @@ func (s *Supervisor) apply(cfg *config.Config, plan config.Plan) {
 	}
 	if old.Broker.HelloTimeout != cfg.Broker.HelloTimeout {
 		for _, name := range plan.Unchanged {
-			r, _ := s.runnerByName(name)
+			r := s.runners[name]
 			r.apply(s.settingsFor(r.svc, r.backend))
 		}
 	}
 	for _, svc := range plan.Removed {
-		r, _ := s.runnerByName(svc.Name)
-		s.deleteRunner(svc.Name)
-		retire = append(retire, r)
+		retire = append(retire, s.runners[svc.Name])
+		delete(s.runners, svc.Name)
 	}
 	for _, r := range retire {
 		r.stop(grace)
+	}
+	for _, svc := range later {
+		s.runners[svc.Name] = s.startRunner(svc, nil)
 	}
 }
 
 func backendChanged(a, b config.Service) bool {
 	return a.Mode != b.Mode || a.Version != b.Version || a.BackendEndpoint != b.BackendEndpoint ||
 		a.Verify != b.Verify || a.HandoffEndpoint != b.HandoffEndpoint
-}
-
-func (s *Supervisor) setRunner(name string, r *runner) {
-	s.statusMu.Lock()
-	s.runners[name] = r
-	s.statusMu.Unlock()
-}
-
-func (s *Supervisor) deleteRunner(name string) {
-	s.statusMu.Lock()
-	delete(s.runners, name)
-	s.statusMu.Unlock()
-}
-
-// statusExtra is merged into STATUS JSON: the config generation and the last reload.
-func (s *Supervisor) statusExtra() map[string]any {
-	s.statusMu.Lock()
-	defer s.statusMu.Unlock()
-	last := map[string]any{"attempts": s.reloadSeq}
-	if !s.lastReload.At.IsZero() {
-		last["ok"] = s.lastReload.Err == nil
-		last["at_unix_ms"] = s.lastReload.At.UnixMilli()
-		last["plan"] = s.lastReload.Lines
-		if s.lastReload.Err != nil {
-			last["error"] = s.lastReload.Err.Error()
-		}
-	}
-	return map[string]any{"config_reload": last}
 }

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"net"
 	"sync/atomic"
 	"time"
 
@@ -42,8 +43,9 @@ func (b *backendRun) stop() {
 	<-b.done
 }
 
-// startRunner starts the goroutine that binds and serves svc.
-func (s *Supervisor) startRunner(svc config.Service) *runner {
+// startRunner starts the goroutine that serves svc on ln, or binds svc.Socket itself
+// when ln is nil.
+func (s *Supervisor) startRunner(svc config.Service, ln *net.UnixListener) *runner {
 	r := &runner{
 		svc:  svc,
 		log:  s.log.With().Str("service", svc.Name).Logger(),
@@ -56,17 +58,25 @@ func (s *Supervisor) startRunner(svc config.Service) *runner {
 	r.cancel = cancel
 	go func() {
 		defer close(r.done)
-		s.serve(ctx, r, svc)
+		s.serve(ctx, r, svc, ln)
 	}()
 	return r
 }
 
-// serve binds the socket, retrying with backoff, and runs the loop until ctx ends.
-// svc is this goroutine's own copy: the socket of a runner never changes.
-func (s *Supervisor) serve(ctx context.Context, r *runner, svc config.Service) {
+// serve runs the loop on ln (when not nil) and, whenever it has no listener, binds the
+// socket, retrying with backoff, until ctx ends. svc is this goroutine's own copy: the
+// socket of a runner never changes.
+func (s *Supervisor) serve(ctx context.Context, r *runner, svc config.Service, ln *net.UnixListener) {
+	if ln != nil && ctx.Err() != nil {
+		ln.Close()
+		return
+	}
 	backoff := time.Duration(0)
 	for ctx.Err() == nil {
-		ln, err := serve.Listen(svc.Socket)
+		var err error
+		if ln == nil {
+			ln, err = serve.Listen(svc.Socket)
+		}
 		if err != nil {
 			backoff = min(max(2*backoff, 100*time.Millisecond), 30*time.Second)
 			r.log.Error().Err(err).Dur("retry_in", backoff).Str("socket", svc.Socket).
@@ -90,6 +100,7 @@ func (s *Supervisor) serve(ctx context.Context, r *runner, svc config.Service) {
 		r.loop.Store(loop)
 		r.log.Info().Str("socket", svc.Socket).Str("mode", svc.Mode).Msg("serving")
 		err = loop.Run(ctx)
+		ln = nil
 		r.loop.Store(nil)
 		if ctx.Err() != nil {
 			return

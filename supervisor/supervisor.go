@@ -46,7 +46,11 @@ type Supervisor struct {
 	events   *events.Log // nil when the event log could not be opened
 	pid      int
 
-	// Owned by the Run goroutine.
+	// state is the config in force and the last reload as readers on any goroutine see
+	// them; the Run goroutine publishes it once a change is whole.
+	state atomic.Pointer[snapshot]
+
+	// Owned by the Run goroutine. cfg runs ahead of state while a reload is applied.
 	ctx     context.Context
 	cfg     *config.Config
 	runners map[string]*runner
@@ -57,10 +61,6 @@ type Supervisor struct {
 	shutdown chan struct{}
 	stopOnce sync.Once
 	started  atomic.Bool
-
-	statusMu   sync.Mutex
-	lastReload ReloadResult
-	reloadSeq  uint64
 }
 
 // defaultChildGrace bounds SIGTERM→SIGKILL for launched backends.
@@ -91,6 +91,7 @@ func New(o Options) (*Supervisor, error) {
 		shutdown: make(chan struct{}),
 	}
 	s.pid = os.Getpid()
+	s.publishConfig(cfg)
 	s.metrics = newMetrics(s)
 	s.shared = serve.NewShared(serve.NewRateLimiter(cfg.Broker.HelloRateLimit, time.Second, nil), observer{s})
 	s.defs = &defsView{}
@@ -107,13 +108,14 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s.ctx = runCtx
-	s.openEvents(s.cfg.Broker.EventLog)
+	cfg := s.cfg
+	s.openEvents(cfg.Broker.EventLog)
 	defer func() {
 		if s.events != nil {
 			s.events.Close()
 		}
 	}()
-	s.startLoader(s.cfg.Broker.ServicedefDir)
+	s.startLoader(cfg.Broker.ServicedefDir)
 	s.startLauncher()
 	fdDone := make(chan struct{})
 	go func() {
@@ -121,10 +123,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.watchFDs(runCtx, time.Second)
 	}()
 	defer func() { cancel(); <-fdDone }()
-	for _, svc := range s.cfg.Services {
-		s.setRunner(svc.Name, s.startRunner(svc))
+	for _, svc := range cfg.Services {
+		s.runners[svc.Name] = s.startRunner(svc, nil)
 	}
-	s.log.Info().Int("services", len(s.cfg.Services)).Str("config", s.cfg.Path).Msg("broker started")
+	s.log.Info().Int("services", len(cfg.Services)).Str("config", cfg.Path).Msg("broker started")
 	for {
 		select {
 		case <-ctx.Done():
@@ -157,16 +159,22 @@ func (s *Supervisor) Reload(ctx context.Context) ReloadResult {
 
 func (s *Supervisor) requestShutdown() { s.stopOnce.Do(func() { close(s.shutdown) }) }
 
-// stop drains: Hellos are refused with SHUTTING_DOWN and readyz turns not ready, in-flight
-// Hellos finish, then loops stop and remove their sockets, all within shutdown_grace.
+// stop drains within shutdown_grace: Hellos are refused with SHUTTING_DOWN and readyz
+// turns not ready; the launcher is cancelled at once, so a spawn in flight is killed and
+// its waiting clients are answered SHUTTING_DOWN instead of holding the drain up; the
+// Hellos still being routed finish; then the loops stop and remove their sockets while
+// launched backends get SIGTERM, and both are waited for.
 func (s *Supervisor) stop(why string) error {
 	grace := s.cfg.Broker.ShutdownGrace
 	deadline := time.Now().Add(grace)
 	s.log.Info().Str("reason", why).Dur("grace", grace).Msg("shutting down")
 	s.shared.Drain()
-	for s.shared.HellosInFlight() > 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond) // bounded poll of an atomic; no event to wait on
+	s.cancelLauncher()
+	idleCtx, cancel := context.WithDeadline(context.Background(), deadline)
+	if err := s.shared.WaitHellosIdle(idleCtx); err != nil {
+		s.log.Warn().Int64("hellos_in_flight", s.shared.HellosInFlight()).Msg("Hellos still in flight at the end of shutdown_grace")
 	}
+	cancel()
 	var stuck []string
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -181,7 +189,7 @@ func (s *Supervisor) stop(why string) error {
 			}
 		}()
 	}
-	s.stopLauncher() // children get SIGTERM while the loops finish
+	s.waitLauncher()
 	wg.Wait()
 	s.stopLoader()
 	if len(stuck) > 0 {
@@ -191,19 +199,8 @@ func (s *Supervisor) stop(why string) error {
 	return nil
 }
 
-func (s *Supervisor) runnerByName(name string) (*runner, bool) {
-	// runners is owned by Run; a reload request serialises access for callers outside it.
-	s.statusMu.Lock()
-	defer s.statusMu.Unlock()
-	r, ok := s.runners[name]
-	return r, ok
-}
-
-// effectiveConfig renders the config in force as {value, source} leaves (admin CONFIG).
 func (s *Supervisor) effectiveConfig() any {
-	s.statusMu.Lock()
-	cfg := s.cfg
-	s.statusMu.Unlock()
+	cfg := s.config()
 	src := func(key string) string {
 		if v, ok := cfg.Sources[key]; ok {
 			return v

@@ -48,13 +48,20 @@ func (e *env) sock(name string) string { return filepath.Join(e.dir, name+".sock
 // writeConfig writes broker.toml with a [broker] header and the given services.
 func (e *env) writeConfig(services string) {
 	e.t.Helper()
+	e.writeConfigWith("", services)
+}
+
+// writeConfigWith writes broker.toml with extra [broker] keys (one per line) and services.
+func (e *env) writeConfigWith(brokerKeys, services string) {
+	e.t.Helper()
 	body := fmt.Sprintf(`[broker]
 servicedef_dir = %q
 runtime_dir = %q
 hello_rate_limit = 0
 shutdown_grace = "5s"
 log_level = "debug"
-%s`, e.defDir, e.dir, services)
+%s
+%s`, e.defDir, e.dir, brokerKeys, services)
 	tmp := e.cfgPath + ".tmp"
 	if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
 		e.t.Fatal(err)
@@ -293,20 +300,27 @@ func TestServicedefDroppedInIsSeenByNextHello(t *testing.T) {
 		return refusedCode(err) == wirepb.ErrorCode_ERROR_VERSION_BLOCKED
 	})
 
-	// Both the load and the refusal are lifecycle events, on disk and in DUMP.
-	evs, err := events.ReadFile(filepath.Join(e.dir, "broker-events.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	kinds := map[wirepb.EventKind]bool{}
-	for _, ev := range evs {
-		kinds[ev.Kind] = true
-	}
-	if !kinds[wirepb.EventKind_SERVICE_DEF_LOADED] || !kinds[wirepb.EventKind_HELLO_REFUSED] {
-		t.Fatalf("event log kinds %v; want SERVICE_DEF_LOADED and HELLO_REFUSED", kinds)
-	}
+	// Both the load and the refusal are lifecycle events, on disk and in DUMP. Neither is
+	// ordered before the reply the client saw: the refusal is recorded after it is written,
+	// and the load comes through the loader's change feed, which the lookup does not wait
+	// for. So wait for them.
+	var kinds map[wirepb.EventKind]bool
+	testutil.WaitForErr(t, 5*time.Second, func() error {
+		evs, err := events.ReadFile(filepath.Join(e.dir, "broker-events.log"))
+		if err != nil {
+			return err
+		}
+		kinds = map[wirepb.EventKind]bool{}
+		for _, ev := range evs {
+			kinds[ev.Kind] = true
+		}
+		if !kinds[wirepb.EventKind_SERVICE_DEF_LOADED] || !kinds[wirepb.EventKind_HELLO_REFUSED] {
+			return fmt.Errorf("event log kinds %v; want SERVICE_DEF_LOADED and HELLO_REFUSED", kinds)
+		}
+		return nil
+	})
 	dump, err := client.Admin(context.Background(), e.sock("svc"), &wirepb.AdminRequest{Verb: wirepb.AdminVerb_DUMP})
-	if err != nil || !strings.Contains(dump.Body, `"kind": "SERVICE_DEF_LOADED"`) {
+	if err != nil || !strings.Contains(dump.Body, `"kind": "SERVICE_DEF_LOADED"`) || !strings.Contains(dump.Body, `"kind": "HELLO_REFUSED"`) {
 		t.Fatalf("DUMP lacks the recent events: %v\n%s", err, dump.GetBody())
 	}
 }

@@ -1,6 +1,7 @@
 package wire
 
-// Launch-mode environment a broker sets for its child (docs/protocol.md; v1 names).
+// Launch-mode environment a broker sets for the backend it starts (v1). The broker
+// writes these and the backend SDK reads them, so they live with the protocol.
 const (
 	EnvServiceName    = "RUNNING_PROCESS_BROKER_V1_SERVICE_NAME"
 	EnvServiceVersion = "RUNNING_PROCESS_BROKER_V1_SERVICE_VERSION"

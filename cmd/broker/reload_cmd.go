@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"syscall"
@@ -27,24 +28,27 @@ type reloadStatus struct {
 func runReload(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("reload", "-c FILE [--socket S]", stderr)
 	cfgPath := fs.String("c", "", "broker.toml of the running broker")
-	socket := fs.String("socket", "", "control socket of the running broker (default: first service in -c)")
+	socket := fs.String("socket", "", "control socket of the running broker (default: the first socket of -c that answers)")
 	if _, code, ok := parseArgs(fs, args); !ok {
 		return code
 	}
-	path := *socket
-	if path == "" {
-		if *cfgPath == "" {
-			fmt.Fprintln(stderr, "broker reload: -c FILE is required")
-			return exitUsage
-		}
-		p, err := socketFor(*cfgPath, "")
+	if *socket == "" && *cfgPath == "" {
+		fmt.Fprintln(stderr, "broker reload: -c FILE is required")
+		return exitUsage
+	}
+	sockets := []string{*socket}
+	if *socket == "" {
+		cfg, err := loadConfig(*cfgPath)
 		if err != nil {
 			fmt.Fprintf(stderr, "broker reload: %v\n", err)
 			return exitFailure
 		}
-		path = p
+		sockets = sockets[:0]
+		for _, svc := range cfg.Services {
+			sockets = append(sockets, svc.Socket)
+		}
 	}
-	before, err := fetchReloadStatus(ctx, path)
+	path, before, err := findBroker(ctx, sockets)
 	if err != nil {
 		fmt.Fprintf(stderr, "broker reload: is the broker running? %v\n", err)
 		return exitFailure
@@ -74,6 +78,24 @@ func runReload(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	fmt.Fprintln(stderr, "broker reload: the broker did not report the reload within a minute")
 	return exitFailure
+}
+
+// findBroker returns the first of sockets that answers and the broker's status before
+// the reload. Sockets come from the new config file, where a service it moves is not
+// listening yet; any service it keeps will do.
+func findBroker(ctx context.Context, sockets []string) (string, *reloadStatus, error) {
+	var errs []error
+	for _, socket := range sockets {
+		st, err := fetchReloadStatus(ctx, socket)
+		if err == nil {
+			return socket, st, nil
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return "", nil, errors.New("the config names no service; pass --socket")
+	}
+	return "", nil, fmt.Errorf("no control socket answers (pass --socket with one the broker serves now): %w", errors.Join(errs...))
 }
 
 func fetchReloadStatus(ctx context.Context, socket string) (*reloadStatus, error) {

@@ -9,6 +9,19 @@ import (
 	"github.com/rpbroker/broker/wire"
 )
 
+// Launch-mode environment a broker sets for its child (v1); defined in wire.
+const (
+	EnvServiceName    = wire.EnvServiceName
+	EnvServiceVersion = wire.EnvServiceVersion
+	EnvBackendPipe    = wire.EnvBackendPipe
+	EnvNamespace      = wire.EnvNamespace
+	EnvInstance       = wire.EnvInstance
+	EnvTraceparent    = wire.EnvTraceparent
+	EnvTracestate     = wire.EnvTracestate
+	EnvListenerFD     = wire.EnvListenerFD
+	EnvIsDaemon       = wire.EnvIsDaemon
+)
+
 // ErrNotLaunched means the process was not started by a broker: neither a backend pipe nor
 // an inherited listener is in the environment. A backend that also runs in registered mode
 // falls back to New with its own endpoint.

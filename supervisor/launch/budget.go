@@ -11,7 +11,10 @@ import (
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 
-// Spawn budget per key (docs/operations.md, "Limits and guarantees"): attempts per fixed window.
+// Spawn budget per key: attempts per fixed window. A start that became ready stays
+// counted until the window ends, so a backend that exits on its own soon after it became
+// ready is a failed start; one the broker stopped itself (idle, unreachable) resets the
+// budget, as a success always did.
 const (
 	budgetAttempts = 3
 	budgetWindow   = 30 * time.Second
@@ -81,18 +84,26 @@ func (m *Manager) claim(key registry.Key, spawn func() (serve.Route, error)) (*f
 	return f, nil
 }
 
-// land publishes the result of the spawn f to its waiters; success resets the budget.
+// land publishes the result of the spawn f to its waiters. The attempt stays counted
+// either way: a backend that crashes right after it became ready must not earn a fresh
+// budget by answering one probe.
 func (m *Manager) land(key registry.Key, f *flight, rt serve.Route, err error) {
 	m.mu.Lock()
 	if s := m.slots[key]; s != nil {
 		s.flight = nil
-		if err == nil {
-			delete(m.slots, key)
-		}
 	}
 	f.route, f.err = rt, err
 	m.mu.Unlock()
 	close(f.done)
+}
+
+// forgive resets the budget of key: its last start ended in a stop the broker chose.
+func (m *Manager) forgive(key registry.Key) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s := m.slots[key]; s != nil && s.flight == nil {
+		delete(m.slots, key)
+	}
 }
 
 // sweepLocked drops slots with nothing in flight and an expired window.

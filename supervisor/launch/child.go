@@ -23,6 +23,7 @@ const (
 	stopFailed
 	stopIdle
 	stopShutdown
+	stopUnreachable // its service left the configuration
 )
 
 // outputDrain is how long output readers keep reading after the child was reaped: a
@@ -82,6 +83,13 @@ func (c *child) signal(sig unix.Signal) {
 	}
 }
 
+// verified reports whether the child answered the identity probe and was published.
+func (c *child) verified() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.be != nil
+}
+
 func (c *child) info() BackendInfo {
 	c.mu.Lock()
 	be, dead := c.be, c.dead
@@ -139,16 +147,17 @@ func (m *Manager) reap(c *child) {
 	switch c.reason.Load() {
 	case stopIdle:
 		e.Kind, e.Reason = wirepb.EventKind_DIED_IDLE, "idle for "+c.idle.String()
+		m.forgive(c.key)
 	case stopShutdown:
 		e.Kind, e.Reason = wirepb.EventKind_DIED_SHUTDOWN, "broker shutdown"
+	case stopUnreachable:
+		e.Kind, e.Reason = wirepb.EventKind_DIED_SHUTDOWN, "service no longer configured"
+		m.forgive(c.key)
 	case stopFailed:
 		e.Reason = *c.failWhy.Load()
 	default:
-		c.mu.Lock()
-		verified := c.be != nil
-		c.mu.Unlock()
 		e.Reason = "backend exited before ready"
-		if verified {
+		if c.verified() {
 			e.Reason = "backend exited unexpectedly"
 		}
 	}
@@ -176,10 +185,16 @@ func (m *Manager) unready(c *child) {
 }
 
 // stop ends the child: SIGTERM to its process group, Grace, SIGKILL. It returns once the
-// child has been reaped.
+// child has been reaped. At shutdown a child still starting is killed at once: it has no
+// client to drain, and its Hellos are already answered SHUTTING_DOWN.
 func (m *Manager) stop(c *child, why int32) {
 	c.reason.CompareAndSwap(stopNone, why)
 	m.unready(c)
+	if why == stopShutdown && !c.verified() {
+		c.signal(unix.SIGKILL)
+		<-c.exited
+		return
+	}
 	c.signal(unix.SIGTERM)
 	t := time.NewTimer(m.o.Grace)
 	defer t.Stop()

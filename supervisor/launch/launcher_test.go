@@ -219,56 +219,6 @@ func TestSpawnFailuresArePrecise(t *testing.T) {
 	}
 }
 
-func TestCrashLoopExhaustsBudgetThenRecovers(t *testing.T) {
-	h := newHarness(t)
-	h.service("crashy", Settings{}, nil)
-	h.behave("crashy", "exit3")
-	start := time.Now()
-	for i := range budgetAttempts {
-		r := h.refused("crashy", "1.0.0")
-		if r.Code != wirepb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED {
-			t.Fatalf("attempt %d: %v", i, r)
-		}
-	}
-	r := h.refused("crashy", "1.0.0")
-	if r.Code != wirepb.ErrorCode_ERROR_RATE_LIMITED || r.Reason != wire.ReasonSpawnBudget {
-		t.Fatalf("after %d crashes: %v", budgetAttempts, r)
-	}
-	// The window opened at the first attempt: under -race three crashing children can
-	// take more than a second, so the floor is measured, not fixed.
-	if floor := (budgetWindow - time.Since(start)).Milliseconds(); int64(r.RetryAfterMs) < floor || r.RetryAfterMs > 30000 {
-		t.Errorf("retry_after_ms %d, want the rest of the 30 s window (%d..30000)", r.RetryAfterMs, floor)
-	}
-	b := h.m.Budgets()
-	if len(b) != 1 || b[0].AttemptsUsed != 3 || b[0].Remaining != 0 || b[0].InFlight || b[0].RetryAfterMS == 0 ||
-		b[0].ServiceName != "crashy" || b[0].BrokerInstance != "private:crashy" {
-		t.Errorf("Budgets() = %+v", b)
-	}
-	h.clock.Advance(20 * time.Second)
-	if r := h.refused("crashy", "1.0.0"); r.Code != wirepb.ErrorCode_ERROR_RATE_LIMITED || r.RetryAfterMs > 10000 {
-		t.Errorf("20 s later: %v, want RATE_LIMITED with at most 10 s left", r)
-	}
-	if n := h.ev.count(wirepb.EventKind_SPAWN_ATTEMPT); n != budgetAttempts {
-		t.Errorf("%d spawn attempts, want %d: refusals must not start children", n, budgetAttempts)
-	}
-
-	h.behave("crashy", "serve")
-	h.clock.Advance(10 * time.Second)
-	n := h.negotiate("crashy", "1.0.0")
-	echoThrough(t, n.BackendPipe)
-	if b := h.m.Budgets(); len(b) != 0 {
-		t.Errorf("budget not reset after a success: %+v", b)
-	}
-	live := h.pidOf(n.BackendPipe)
-	pids := h.ev.attempts("crashy")
-	if len(pids) != budgetAttempts+1 || pids[len(pids)-1] != live {
-		t.Fatalf("children %v, want %d crashed and then %d", pids, budgetAttempts, live)
-	}
-	for _, pid := range pids[:budgetAttempts] {
-		waitGone(t, pid, 5*time.Second)
-	}
-}
-
 func TestIdleBackendStops(t *testing.T) {
 	h := newHarness(t)
 	h.service("idle", Settings{IdleTimeout: 300 * time.Millisecond}, nil)
@@ -416,8 +366,10 @@ func TestDistinctKeysSpawnIndependently(t *testing.T) {
 	// While slow's spawn is in flight, another key spawns and serves.
 	n := h.negotiate("echo", "1.0.0")
 	echoThrough(t, n.BackendPipe)
-	if b := h.m.Budgets(); len(b) != 1 || b[0].ServiceName != "slow" || !b[0].InFlight || b[0].AttemptsUsed != 1 {
-		t.Errorf("Budgets() = %+v, want slow in flight", b)
+	// echo's start stays counted (it is young); slow's is in flight.
+	if b := h.m.Budgets(); len(b) != 2 || b[0].ServiceName != "echo" || b[0].InFlight ||
+		b[1].ServiceName != "slow" || !b[1].InFlight || b[1].AttemptsUsed != 1 {
+		t.Errorf("Budgets() = %+v, want echo counted and slow in flight", b)
 	}
 	select {
 	case hr := <-got:

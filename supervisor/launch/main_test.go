@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -71,7 +72,8 @@ type record struct {
 }
 
 // runBackend is the launched child. Behaviors: serve (default), exit3, hang (never
-// accepts, ignores SIGTERM).
+// accepts, ignores SIGTERM), "usr1exit N" (serve; exit with status N on SIGUSR1),
+// stubborn (serve, ignoring SIGTERM).
 func runBackend() int {
 	entry := time.Now()
 	behavior := "serve"
@@ -89,8 +91,27 @@ func runBackend() int {
 		time.Sleep(time.Hour)
 		return 0
 	}
+	if v, ok := strings.CutPrefix(behavior, "usr1exit "); ok {
+		code, err := strconv.Atoi(v)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "test backend: bad behavior:", behavior)
+			return 1
+		}
+		// Installed before the listener is adopted, so before the first probe is answered.
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		go func() {
+			<-usr1
+			os.Exit(code)
+		}()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
+	if behavior == "stubborn" {
+		stop()
+		ctx = context.Background() // stop cancelled the signal context
+		signal.Ignore(syscall.SIGTERM)
+	}
 	srv, err := backend.FromEnv()
 	if err == nil {
 		err = srv.Listen()

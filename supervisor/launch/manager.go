@@ -1,6 +1,6 @@
 // Package launcher starts launch-mode backends on a Hello miss, waits until they answer
 // the identity probe, and supervises them: every child is reaped, idle ones are stopped,
-// and all of them stop with the broker (docs/architecture.md, "A launch's path").
+// and all of them stop with the broker.
 package launch
 
 import (
@@ -119,6 +119,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	m.runCtx = ctx
 	m.mu.Unlock()
+	m.reclaimStale() // before running closes: no spawn has bound a socket yet
 
 	threadStop := make(chan struct{})
 	threadDone := make(chan struct{})
@@ -186,6 +187,9 @@ func (m *Manager) Backends() []BackendInfo {
 	// info takes c.mu, which is taken before m.mu elsewhere: never under m.mu.
 	out := make([]BackendInfo, 0, len(all))
 	for _, c := range all {
+		if c.reason.Load() == stopUnreachable {
+			continue // withdrawn: it is only being stopped
+		}
 		out = append(out, c.info())
 	}
 	sortInfos(out)

@@ -77,6 +77,8 @@ func (r router) Route(ctx context.Context, req *serve.Request) (serve.Route, err
 		case <-f.done:
 		case <-ctx.Done():
 			return serve.Route{}, toRefusal(errClosing)
+		case <-m.runCtx.Done(): // set before running closed; shutdown answers at once
+			return serve.Route{}, toRefusal(errClosing)
 		}
 		if f.err != nil {
 			return serve.Route{}, toRefusal(f.err)

@@ -137,6 +137,13 @@ func (m *Manager) publish(c *child, dp *wirepb.DaemonProcess) error {
 		c.mu.Lock()
 		return spawnFailed("backend exited before ready: %s", c.status)
 	}
+	if m.runCtx.Err() != nil {
+		// Shutdown may already have killed this child as one still starting.
+		return errClosing
+	}
+	if c.reason.Load() == stopUnreachable {
+		return spawnFailed("service no longer configured")
+	}
 	c.be = be
 	m.o.Registry.Add(be)
 	m.mu.Lock()

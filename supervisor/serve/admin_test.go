@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/rpbroker/broker/wire"
@@ -56,4 +57,26 @@ func TestAdminFrames(t *testing.T) {
 		t.Fatalf("shutdown reply: %v %v", f, err)
 	}
 	<-shut // the loop reported the shutdown request after replying
+}
+
+// TestAdminFrameCap: an admin request over the admin cap is closed without reply, also
+// when it is over the Hello cap and streamed; one within it is answered.
+func TestAdminFrameCap(t *testing.T) {
+	h := startLoop(t, Settings{Service: "zc"}, mapDefs{}, nil, func(l *Loop) { l.admin = echoAdmin{} })
+	admin := func(pathLen int) []byte {
+		f, err := wire.NewMessageFrame(wirepb.FrameKind_REQUEST, wire.ProtoAdmin, 5,
+			&wirepb.AdminRequest{Verb: wirepb.AdminVerb_DUMP, OutputPath: "/" + strings.Repeat("p", pathLen-1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return frameBytes(t, f)
+	}
+	if f, err := h.roundTrip(admin(4096)); err != nil || f.RequestId != 5 {
+		t.Fatalf("a PATH_MAX output path must fit: %v %v", f, err)
+	}
+	for _, n := range []int{maxAdminBody, wire.MaxHelloBody + 1} {
+		if f, err := h.roundTrip(admin(n)); !errors.Is(err, io.EOF) {
+			t.Errorf("admin frame with a %d-byte path: want close without reply, got %v %v", n, f, err)
+		}
+	}
 }

@@ -15,9 +15,16 @@ import (
 )
 
 const (
+	// maxAdminBody caps an admin request frame (ours): admin requests carry a verb, a
+	// service name and at most an output path, so 8 KiB leaves room for a PATH_MAX path.
+	maxAdminBody         = 8 << 10
 	defaultKeepaliveSecs = 1800
 	maxClientVersion     = 128
 	maxClientLib         = 64
+
+	// Reasons for peers dropped without a reply (ours: logs and metrics only).
+	reasonForeignPeer = "peer runs as another user; dropped without reply"
+	reasonNoPeerCred  = "peer credentials unavailable; connection dropped"
 )
 
 // serveConn handles one connection: one frame in, one reply out (docs/protocol.md, "A control connection").
@@ -34,23 +41,37 @@ func (l *Loop) serveConn(ctx context.Context, conn *net.UnixConn, s *Settings) {
 	}
 	conn.SetDeadline(start.Add(timeout))
 
-	body, err := wire.ReadFrameBody(conn, wire.MaxFrameBody)
+	// Never more than the Hello cap of a body in memory: a longer one is decoded as it
+	// streams in, for the correlation fields its refusal echoes, and its payload dropped.
+	body, env, err := wire.ReadFrameCapped(conn, wire.MaxFrameBody, wire.MaxHelloBody)
+	if env != nil && env.PayloadProtocol == wire.ProtoAdmin {
+		l.debugLimited("admin frame over the admin cap; closed without reply")
+		return
+	}
 	if err != nil {
 		// Best effort: the deadline may have passed, so give the small reply its own.
 		conn.SetWriteDeadline(time.Now().Add(250 * time.Millisecond))
-		l.writeRefusal(conn, nil, readRefusal(err))
+		r := readRefusal(err)
+		l.writeRefusal(conn, env, r)
+		l.refused(HelloOutcome{Code: r.Code, Reason: r.Reason, Duration: time.Since(start), Framing: env == nil})
 		return
 	}
 	frame := new(wirepb.Frame)
 	if err := proto.Unmarshal(body, frame); err != nil {
-		l.writeRefusal(conn, nil, wire.Refuse(wirepb.ErrorCode_ERROR_PEER_REJECTED, wire.ReasonMalformedFrame, 0))
+		r := wire.Refuse(wirepb.ErrorCode_ERROR_PEER_REJECTED, wire.ReasonMalformedFrame, 0)
+		l.writeRefusal(conn, nil, r)
+		l.refused(HelloOutcome{Code: r.Code, Reason: r.Reason, Duration: time.Since(start), Framing: true})
 		return
 	}
 	if frame.PayloadProtocol == wire.ProtoAdmin {
+		if len(body) > maxAdminBody {
+			l.debugLimited("admin frame over the admin cap; closed without reply")
+			return
+		}
 		l.serveAdmin(ctx, conn, frame)
 		return
 	}
-	hello, route, ref := l.dispatchHello(ctx, len(body), frame, cred, s)
+	hello, route, ref := l.dispatchHello(ctx, frame, cred, s)
 	out := HelloOutcome{Duration: time.Since(start)}
 	if hello != nil {
 		out.Service, out.Version, out.RequestID = hello.ServiceName, hello.WantedVersion, hello.RequestId
@@ -58,7 +79,7 @@ func (l *Loop) serveConn(ctx context.Context, conn *net.UnixConn, s *Settings) {
 	if ref != nil {
 		out.Code, out.Reason = ref.Code, ref.Reason
 		l.writeRefusal(conn, frame, *ref)
-		l.shared.Observer.HelloDone(out)
+		l.refused(out)
 		return
 	}
 	n := &wirepb.Negotiated{
@@ -76,24 +97,41 @@ func (l *Loop) serveConn(ctx context.Context, conn *net.UnixConn, s *Settings) {
 		n.HandlePassedToken = route.Token
 	}
 	out.ConnectionID = n.ConnectionId
-	if route.BeforeReply != nil && route.AfterReply != nil && n.HandlePassedToken != nil {
-		route.BeforeReply(ctx, n)
+	if route.BeforeReply != nil && route.AfterReply != nil && n.HandlePassedToken != nil &&
+		l.guard("route", func() { route.BeforeReply(ctx, n) }) {
+		r := panicRefusal()
+		out.Code, out.Reason = r.Code, r.Reason
+		l.writeRefusal(conn, frame, *r)
+		l.refused(out)
+		return
 	}
 	err = l.writeReply(conn, frame, &wirepb.HelloReply{Result: &wirepb.HelloReply_Negotiated{Negotiated: n}})
 	out.Duration = time.Since(start)
 	l.shared.Observer.HelloDone(out)
 	if err == nil && route.AfterReply != nil && n.HandlePassedToken != nil {
-		route.AfterReply(ctx, conn, n)
+		l.guard("route", func() { route.AfterReply(ctx, conn, n) })
 	}
 }
 
+// dropPeer drops a peer that is not our user (or whose credentials are unavailable)
+// without a reply. It is counted as a PEER_REJECTED refusal and logged at most once a
+// second, so a foreign user cannot flood the log.
 func (l *Loop) dropPeer(cred Cred, err error) {
-	ev := l.log.Warn().Str("event", "peer_rejected")
+	reason := reasonForeignPeer
 	if err != nil {
-		ev.Err(err).Msg("peer credentials unavailable; connection dropped")
+		reason = reasonNoPeerCred
+	}
+	l.shared.Observer.HelloDone(HelloOutcome{Code: wirepb.ErrorCode_ERROR_PEER_REJECTED, Reason: reason, Framing: true})
+	ok, n := l.logs.Allow(reason, time.Now())
+	if !ok {
 		return
 	}
-	ev.Int32("peer_pid", cred.PID).Uint32("peer_uid", cred.UID).Msg("peer runs as another user; dropped without reply")
+	ev := l.log.Warn().Str("event", "peer_rejected").Int("repeated", n)
+	if err != nil {
+		ev.Err(err).Msg(reason)
+		return
+	}
+	ev.Int32("peer_pid", cred.PID).Uint32("peer_uid", cred.UID).Msg(reason)
 }
 
 // readRefusal maps a framing failure to its v1 refusal.
@@ -103,6 +141,8 @@ func readRefusal(err error) wire.Refusal {
 		return wire.Refuse(wirepb.ErrorCode_ERROR_VERSION_UNSUPPORTED, wire.ReasonFramingVersion, 0)
 	case errors.Is(err, wire.ErrTooLarge):
 		return wire.Refuse(wirepb.ErrorCode_ERROR_PEER_REJECTED, wire.ReasonHelloTooLarge, 0)
+	case errors.Is(err, wire.ErrMalformed):
+		return wire.Refuse(wirepb.ErrorCode_ERROR_PEER_REJECTED, wire.ReasonMalformedFrame, 0)
 	default:
 		return wire.Refuse(wirepb.ErrorCode_ERROR_PEER_REJECTED, wire.ReasonIncompleteHello, 0)
 	}
@@ -124,10 +164,9 @@ func connLimitRefusal() wire.Refusal {
 
 // dispatchHello applies the checks of docs/protocol.md, "The dispatch order", in order. It returns the decoded
 // Hello (nil before step 7) and either a route or the refusal to send.
-func (l *Loop) dispatchHello(ctx context.Context, bodyLen int, f *wirepb.Frame, cred Cred, s *Settings) (*wirepb.Hello, Route, *wire.Refusal) {
+// (Step 4.1, the Hello size cap, is applied while the frame is read.)
+func (l *Loop) dispatchHello(ctx context.Context, f *wirepb.Frame, cred Cred, s *Settings) (*wirepb.Hello, Route, *wire.Refusal) {
 	switch {
-	case bodyLen > wire.MaxHelloBody:
-		return nil, Route{}, peerRejected(wire.ReasonHelloTooLarge)
 	case l.shared.FD.Demoted():
 		return nil, Route{}, refusal(wirepb.ErrorCode_ERROR_FD_PRESSURE, wire.ReasonFDPressure, wire.RetryFDPressure)
 	case f.EnvelopeVersion != wire.ProtocolVersion:
@@ -177,9 +216,14 @@ func (l *Loop) dispatchHello(ctx context.Context, bodyLen int, f *wirepb.Frame, 
 	if s.Router == nil {
 		return h, Route{}, refusal(wirepb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED, wire.ReasonNotRegistered, wire.RetryBackend)
 	}
-	l.shared.inflight.Add(1)
-	defer l.shared.inflight.Add(-1)
-	route, err := s.Router.Route(ctx, &Request{Frame: f, Hello: h, Def: def, Instance: inst, Peer: cred})
+	l.shared.helloBegin()
+	defer l.shared.helloEnd()
+	var route Route
+	if l.guard("route", func() {
+		route, err = s.Router.Route(ctx, &Request{Frame: f, Hello: h, Def: def, Instance: inst, Peer: cred})
+	}) {
+		return h, Route{}, panicRefusal()
+	}
 	if err != nil {
 		var r wire.Refusal
 		if !errors.As(err, &r) {
@@ -192,10 +236,12 @@ func (l *Loop) dispatchHello(ctx context.Context, bodyLen int, f *wirepb.Frame, 
 
 // lookupDef reads the servicedef snapshot (no disk). A registered service with no
 // servicedef file gets a permissive private definition (ours): broker.toml already names
-// its backend, so a file adds only optional policy.
+// its backend, so a file adds only optional policy. That holds also while the directory
+// cannot be read (Err set, no file of its own found): a registered service never depends
+// on the servicedef directory. Its own broken file still refuses it.
 func (l *Loop) lookupDef(service string, s *Settings) (*wirepb.ServiceDefinition, *wire.Refusal) {
 	lk := l.defs.Lookup(service)
-	if lk.Def == nil && lk.Err == nil && s.ImplicitDef && s.Service == service {
+	if lk.Def == nil && !lk.Found && s.ImplicitDef && s.Service == service {
 		return &wirepb.ServiceDefinition{ServiceName: service}, nil
 	}
 	if r := lk.Refusal(); r != nil {
@@ -229,12 +275,14 @@ func (l *Loop) serveAdmin(ctx context.Context, conn net.Conn, f *wirepb.Frame) {
 	req := new(wirepb.AdminRequest)
 	if f.EnvelopeVersion != wire.ProtocolVersion || f.Kind != wirepb.FrameKind_REQUEST ||
 		f.PayloadEncoding != wirepb.PayloadEncoding_NONE || proto.Unmarshal(f.Payload, req) != nil {
-		l.log.Debug().Msg("invalid admin frame; closed without reply")
+		l.debugLimited("invalid admin frame; closed without reply")
 		return
 	}
 	var reply *wirepb.AdminReply
 	if l.admin != nil {
-		reply = l.admin.Serve(ctx, req)
+		if l.guard("admin", func() { reply = l.admin.Serve(ctx, req) }) {
+			return
+		}
 	} else {
 		reply = &wirepb.AdminReply{Body: "unsupported admin verb\n", ExitCode: 2, ContentType: "text/plain"}
 	}

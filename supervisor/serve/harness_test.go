@@ -27,7 +27,7 @@ type routerFunc func(ctx context.Context, r *Request) (Route, error)
 func (f routerFunc) Route(ctx context.Context, r *Request) (Route, error) { return f(ctx, r) }
 
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	loop   *Loop
 	shared *Shared
 	path   string
@@ -36,7 +36,7 @@ type harness struct {
 }
 
 // startLoop binds a real socket and runs a loop on it until the test ends.
-func startLoop(t *testing.T, set Settings, defs Defs, shared *Shared, tweak ...func(*Loop)) *harness {
+func startLoop(t testing.TB, set Settings, defs Defs, shared *Shared, tweak ...func(*Loop)) *harness {
 	t.Helper()
 	path := filepath.Join(testutil.ShortDir(t), "ctl.sock")
 	ln, err := Listen(path)
@@ -110,7 +110,7 @@ func (h *harness) helloReply(raw []byte) *wirepb.HelloReply {
 	return &hr
 }
 
-func frameBytes(t *testing.T, f *wirepb.Frame) []byte {
+func frameBytes(t testing.TB, f *wirepb.Frame) []byte {
 	t.Helper()
 	b, err := wire.EncodeFrame(f)
 	if err != nil {
@@ -119,7 +119,7 @@ func frameBytes(t *testing.T, f *wirepb.Frame) []byte {
 	return b
 }
 
-func helloFrame(t *testing.T, h *wirepb.Hello) *wirepb.Frame {
+func helloFrame(t testing.TB, h *wirepb.Hello) *wirepb.Frame {
 	t.Helper()
 	f, err := wire.NewMessageFrame(wirepb.FrameKind_REQUEST, wire.ProtoControl, 77, h)
 	if err != nil {

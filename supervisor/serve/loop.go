@@ -103,7 +103,16 @@ type Loop struct {
 
 	open     atomic.Int64
 	refusers atomic.Int64
+	// logs rate-limits the lines a flood would repeat: accept errors, refusals.
+	logs *LogLimiter
 }
+
+// Log lines a flood repeats are written at most once per logEvery per kind, with a
+// count; logKinds bounds the kinds tracked.
+const (
+	logEvery = time.Second
+	logKinds = 64
+)
 
 // New builds a loop around an already bound listener (see Listen).
 func New(o Options) *Loop {
@@ -116,6 +125,7 @@ func New(o Options) *Loop {
 		log:      o.Log,
 		shutdown: o.OnShutdown,
 		euid:     uint32(os.Geteuid()),
+		logs:     NewLogLimiter(logEvery, logKinds),
 	}
 	if l.shutdown == nil {
 		l.shutdown = func() {}
@@ -148,17 +158,21 @@ func (l *Loop) Run(ctx context.Context) error {
 	defer l.ln.Close()
 
 	var backoff time.Duration
+	failed := 0 // accept errors in a row, reported once accepting works again
 	for {
 		conn, err := l.ln.AcceptUnix()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
+			failed++
 			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 				// Out of descriptors: demote (Hellos get FD_PRESSURE) and give the process
 				// a moment to release some before accepting again.
 				l.shared.FD.AcceptFailed()
-				l.log.Warn().Err(err).Msg("accept: out of file descriptors; demoted")
+				if ok, n := l.logs.Allow("accept: "+err.Error(), time.Now()); ok {
+					l.log.Warn().Err(err).Int("repeated", n).Msg("accept: out of file descriptors; demoted")
+				}
 				if !ctxsleep.Sleep(ctx, 10*time.Millisecond) {
 					return nil
 				}
@@ -169,11 +183,17 @@ func (l *Loop) Run(ctx context.Context) error {
 			}
 			// Unknown accept error: log, back off, keep serving.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			l.log.Error().Err(err).Dur("backoff", backoff).Msg("accept failed")
+			if ok, n := l.logs.Allow("accept: "+err.Error(), time.Now()); ok {
+				l.log.Error().Err(err).Dur("backoff", backoff).Int("repeated", n).Msg("accept failed")
+			}
 			if !ctxsleep.Sleep(ctx, backoff) {
 				return nil
 			}
 			continue
+		}
+		if failed > 0 {
+			l.log.Info().Int("failed_accepts", failed).Msg("accept recovered")
+			failed = 0
 		}
 		backoff = 0
 		l.shared.FD.AcceptOK()
@@ -190,21 +210,38 @@ func (l *Loop) Run(ctx context.Context) error {
 			defer l.shared.open.Add(-1)
 			defer l.open.Add(-1)
 			defer conn.Close()
+			defer l.recovered("connection")
 			l.serveConn(ctx, conn, s)
 		}()
 	}
 }
 
 // maxRefusers bounds the goroutines answering over-cap connections; past it, excess
-// connections are closed at once. Nothing queues without bound.
+// connections are answered at once on the accept loop and closed. Nothing queues
+// without bound.
 const maxRefusers = 64
+
+// Deadlines of an over-cap refusal: a short read for the request (the reply echoes its
+// request id, and a client blocked writing its Hello gets unblocked), then a write of
+// its own, so a client that wrote nothing still receives the refusal.
+const (
+	overLimitRead   = 200 * time.Millisecond
+	overLimitWrite  = time.Second
+	overLimitInline = 50 * time.Millisecond // past maxRefusers, on the accept loop
+)
 
 // refuseOverLimit answers an over-cap connection with RATE_LIMITED. It reads the request
 // first (briefly) so that a client blocked writing its Hello still gets to read the
 // refusal, and so the reply can echo its request id.
 func (l *Loop) refuseOverLimit(wg *sync.WaitGroup, conn *net.UnixConn) {
 	if l.refusers.Add(1) > maxRefusers {
+		// Too many refusals waiting for their requests: answer this one at once, without
+		// the echo. A fresh socket's send buffer is empty, so the write does not block
+		// the accept loop; the deadline only guards that.
 		l.refusers.Add(-1)
+		if l.peerAllowed(conn) {
+			l.answerOverLimit(conn, nil, time.Now(), overLimitInline)
+		}
 		conn.Close()
 		return
 	}
@@ -213,10 +250,12 @@ func (l *Loop) refuseOverLimit(wg *sync.WaitGroup, conn *net.UnixConn) {
 		defer wg.Done()
 		defer l.refusers.Add(-1)
 		defer conn.Close()
+		defer l.recovered("connection")
+		start := time.Now()
 		if !l.peerAllowed(conn) {
 			return
 		}
-		conn.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		conn.SetReadDeadline(start.Add(overLimitRead))
 		var req *wirepb.Frame
 		if body, err := wire.ReadFrameBody(conn, wire.MaxHelloBody); err == nil {
 			f := new(wirepb.Frame)
@@ -224,21 +263,27 @@ func (l *Loop) refuseOverLimit(wg *sync.WaitGroup, conn *net.UnixConn) {
 				req = f
 			}
 		}
-		l.writeRefusal(conn, req, connLimitRefusal())
-		l.log.Warn().Str("event", "connection_limit").Msg("connection limit reached; refused")
+		l.answerOverLimit(conn, req, start, overLimitWrite)
 	}()
+}
+
+// answerOverLimit writes the RATE_LIMITED refusal under its own write deadline, counts
+// it and logs it (rate-limited).
+func (l *Loop) answerOverLimit(conn *net.UnixConn, req *wirepb.Frame, start time.Time, write time.Duration) {
+	conn.SetWriteDeadline(time.Now().Add(write))
+	r := connLimitRefusal()
+	l.writeRefusal(conn, req, r)
+	l.refused(HelloOutcome{Code: r.Code, Reason: r.Reason, Duration: time.Since(start), Framing: true})
+	if ok, n := l.logs.Allow("connection limit", time.Now()); ok {
+		l.log.Warn().Str("event", "connection_limit").Int("repeated", n).Msg("connection limit reached; refused")
+	}
 }
 
 // peerAllowed applies the same-euid rule: a foreign peer is dropped silently and logged.
 func (l *Loop) peerAllowed(conn *net.UnixConn) bool {
 	cred, err := PeerCred(conn)
-	if err != nil {
-		l.log.Warn().Err(err).Msg("peer credentials unavailable; connection dropped")
-		return false
-	}
-	if cred.UID != l.euid {
-		l.log.Warn().Int32("peer_pid", cred.PID).Uint32("peer_uid", cred.UID).
-			Str("event", "peer_rejected").Msg("peer runs as another user; dropped without reply")
+	if err != nil || cred.UID != l.euid {
+		l.dropPeer(cred, err)
 		return false
 	}
 	return true
