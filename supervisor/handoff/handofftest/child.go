@@ -28,9 +28,9 @@ const (
 	NoAck     = "noack" // sdk backend without handoff; a raw handoff listener that never acks
 	Peek      = "peek"  // only a raw handoff listener that reports anything it receives
 	// V1 is an sdk backend without handoff plus a raw handoff listener that follows v1
-	// to the letter and knows no extension: it reports "conn" per connection, declines a
-	// token without a descriptor ("nofd") and hangs up, and serves one handoff per
-	// connection with an echo.
+	// to the letter and knows no extension: it declines a token without a descriptor
+	// (reporting "nofd") and hangs up, and serves one handoff per connection with an
+	// echo. It is the v1-style backend that declines our extensions.
 	V1 = "v1"
 )
 
@@ -145,7 +145,6 @@ func v1Loop(ctx context.Context, ln *net.UnixListener) {
 		if err != nil {
 			return
 		}
-		os.Stderr.WriteString("conn\n")
 		wg.Go(func() {
 			client := v1Exchange(c)
 			c.Close()
