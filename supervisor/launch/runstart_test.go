@@ -45,7 +45,7 @@ func TestRouteBeforeRunWaitsForRun(t *testing.T) {
 	}()
 	// Start Run only once Route is parked (or has already answered, the bug).
 	testutil.WaitForErr(t, 10*time.Second, func() error {
-		if len(got) > 0 || parkedIn("launcher.router.Route(") {
+		if len(got) > 0 || parkedIn("launch.router.Route(") {
 			return nil
 		}
 		return errors.New("Route neither answered nor parked")
