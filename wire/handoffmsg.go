@@ -30,7 +30,7 @@ func HandoffOfferFrame(token []byte, service string, correlationID uint64) ([]by
 	return HandoffOfferFrameExt(token, service, correlationID, HandoffExt{})
 }
 
-// HandoffOfferFrameExt is HandoffOfferFrame with our extensions (ext.go) appended after the v1 fields.
+// HandoffOfferFrameExt is HandoffOfferFrame with our extensions (handoffext.go) appended after the v1 fields.
 func HandoffOfferFrameExt(token []byte, service string, correlationID uint64, ext HandoffExt) ([]byte, error) {
 	if !utf8.ValidString(service) {
 		return nil, fmt.Errorf("encode HandoffOffer: service name is not valid UTF-8")
@@ -73,7 +73,7 @@ func HandoffAckFrame(kind wirepb.FrameKind, requestID uint64, ack *wirepb.Handof
 	return HandoffAckFrameExt(kind, requestID, ack, HandoffExt{})
 }
 
-// HandoffAckFrameExt is HandoffAckFrame with the backend's extension answers (ext.go).
+// HandoffAckFrameExt is HandoffAckFrame with the backend's extension answers (handoffext.go).
 func HandoffAckFrameExt(kind wirepb.FrameKind, requestID uint64, ack *wirepb.HandoffAck, ext HandoffExt) ([]byte, error) {
 	if !utf8.ValidString(ack.ErrorDetail) {
 		return nil, fmt.Errorf("encode HandoffAck: error detail is not valid UTF-8")

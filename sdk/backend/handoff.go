@@ -37,7 +37,7 @@ const maxPassedFDs = 4
 // seenTokens is how many recent tokens are remembered to reject a replayed offer.
 const seenTokens = 4096
 
-// Our extensions (handoff/ext.go), used only when the broker's offer asks for them:
+// Our extensions (wire/handoffext.go), used only when the broker's offer asks for them:
 // the backend writes the handoff-ready EVENT to the client itself right after adopting
 // the fd (one hop less for the client), keeps the connection for further exchanges (no
 // dial per handoff) and, quiet, acks only a decline. On a reused connection the broker
@@ -54,7 +54,7 @@ const seenTokens = 4096
 // connection the handler starts on spawn and this goroutine, its stack already grown
 // for the exchange, writes the ack (when one is due) and waits for the next exchange:
 // after a relayed handoff the client is waiting and the broker is not, so the handler
-// runs as soon as this goroutine parks. A quiet exchange (handoff/ext.go) is not acked
+// runs as soon as this goroutine parks. A quiet exchange (wire/handoffext.go) is not acked
 // at all. A connection that never gets a token (a spare the broker did not use) ends
 // with ctx.
 func (s *Server) serveHandoff(ctx context.Context, c *net.UnixConn, h Handler, open *connSet, spawn func(func())) {
