@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/wire/wirepb"
@@ -105,6 +106,7 @@ func TestReloadStopsBackendsNoServiceReaches(t *testing.T) {
 			}
 
 			e.writeConfig(tc.after(e, keep, be))
+			reloaded := time.Now()
 			if res := r.sup.Reload(context.Background()); res.Err != nil {
 				t.Fatal(res.Err)
 			}
@@ -119,6 +121,7 @@ func TestReloadStopsBackendsNoServiceReaches(t *testing.T) {
 				t.Errorf("stopped backend %d is still listed: in STATUS %t, DUMP %t", pid, status, dump)
 			}
 			testutil.WaitFor(t, "the unreachable backend to exit", func() bool { return processGone(pid) })
+			t.Logf("backend %d gone %v after the reload began", pid, time.Since(reloaded))
 		})
 	}
 }
