@@ -63,6 +63,41 @@ func (s *Supervisor) waitLauncher() {
 	}
 }
 
+// launchLost reports whether a plan takes a launch service away (removed, or changed to
+// another mode), so backends only it could reach may be left.
+func launchLost(plan config.Plan) bool {
+	for _, svc := range plan.Removed {
+		if svc.Mode == config.ModeLaunch {
+			return true
+		}
+	}
+	for _, ch := range plan.Changed {
+		if ch.Old.Mode == config.ModeLaunch && ch.New.Mode != config.ModeLaunch {
+			return true
+		}
+	}
+	return false
+}
+
+// stopUnreachable stops, off the event loop, the launched backends no launch service of
+// cfg can reach any more: a backend stays while a launch service is named after its
+// service or is "*".
+func (s *Supervisor) stopUnreachable(cfg *config.Config) {
+	if s.launch == nil || s.launch.m == nil {
+		return
+	}
+	names := map[string]bool{}
+	for _, svc := range cfg.Services {
+		if svc.Mode == config.ModeLaunch {
+			names[svc.Name] = true
+		}
+	}
+	if names[config.AnyService] {
+		return
+	}
+	s.launch.m.StopUnreachable(func(service string) bool { return names[service] })
+}
+
 func (s *Supervisor) launchRouter(svc config.Service) serve.Router {
 	if s.launch == nil || s.launch.m == nil {
 		why := "launch mode unavailable"

@@ -115,6 +115,10 @@ func (s *Supervisor) apply(cfg *config.Config, plan config.Plan, bound map[strin
 	for _, r := range retire {
 		r.stop(grace)
 	}
+	// Once the retired loops have stopped, none of them can spawn another such backend.
+	if launchLost(plan) {
+		s.stopUnreachable(cfg)
+	}
 	for _, svc := range later {
 		s.runners[svc.Name] = s.startRunner(svc, nil)
 	}

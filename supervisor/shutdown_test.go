@@ -127,4 +127,5 @@ func TestShutdownAnswersSpawnInFlight(t *testing.T) {
 	if !processGone(pid) {
 		t.Errorf("the starting child %d survived the broker's shutdown", pid)
 	}
+	t.Logf("Hello answered %v and Run returned %v after the stop", rep.at.Sub(stopped), time.Since(stopped))
 }

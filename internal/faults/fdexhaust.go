@@ -15,15 +15,15 @@ import (
 
 const (
 	fdHeadroom      = 40              // descriptors the broker may open past its idle count
-	fdExhaustHold   = 8 * time.Second // how long the exhaustion lasts: long enough for the broker to back off
+	fdExhaustHold   = 8 * time.Second // long enough for a broker's retry to back off
 	fdRecoveryLimit = 20 * time.Second
 )
 
 // fdExhaustion (issue 10 item 2): the broker's RLIMIT_NOFILE is lowered to its idle
 // count plus 40 and exhausted by connections that write nothing; meanwhile a new
-// definition is written and the directory chmod-ed; then the connections close. Seconds until a registered service (no
-// definition needed) answers Negotiated again, and until the definition written during
-// the exhaustion is live (its first Hello negotiated).
+// definition is written and the directory chmod-ed; 8 s later the connections close.
+// Seconds until a registered service (no definition needed) answers Negotiated again,
+// and until the definition written during the exhaustion is live (a Hello negotiated).
 func fdExhaustion(ctx context.Context, env *runEnv) (string, error) {
 	r, err := newRig(env, "fd-exhaustion")
 	if err != nil {

@@ -156,6 +156,11 @@ func TestSpawnFailuresArePrecise(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(binDir, "noexec"), []byte("#!/bin/sh\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The hung backend ignores SIGTERM from its first millisecond (a Go test binary takes
+	// longer than the 300 ms start timeout to get there under -race): the SIGKILL path.
+	if err := os.WriteFile(filepath.Join(binDir, "hang"), []byte("#!/bin/sh\ntrap '' TERM\nexec sleep 3600\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Mkdir(filepath.Join(binDir, "adir"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +186,8 @@ func TestSpawnFailuresArePrecise(t *testing.T) {
 		{"adir", &wirepb.ServiceDefinition{BinaryPath: binDir + "/adir", PerVersionBinaryDir: binDir}, "",
 			"binary_path " + binDir + "/adir is not a regular file"},
 		{"exits", nil, "exit3", "backend exited before ready: exit status 3"},
-		{"hangs", nil, "hang", "backend did not answer the identity probe within 300ms"},
+		{"hangs", &wirepb.ServiceDefinition{BinaryPath: binDir + "/hang", PerVersionBinaryDir: binDir}, "hang",
+			"backend did not answer the identity probe within 300ms"},
 	}
 	for _, tc := range cases {
 		s := Settings{StartTimeout: 10 * time.Second}
