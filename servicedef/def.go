@@ -147,14 +147,14 @@ func validate(def *wirepb.ServiceDefinition, stem, file string) error {
 func InstanceID(def *wirepb.ServiceDefinition) (string, error) {
 	switch iso := def.GetIsolation(); iso {
 	case wirepb.BrokerIsolation_PRIVATE_BROKER:
-		return "private:" + def.GetServiceName(), nil
+		return names.PrivateInstance(def.GetServiceName()), nil
 	case wirepb.BrokerIsolation_SHARED_BROKER:
-		return "shared", nil
+		return names.SharedInstance, nil
 	case wirepb.BrokerIsolation_EXPLICIT_INSTANCE:
 		if !names.ValidInstance(def.GetExplicitInstance()) {
 			return "", fmt.Errorf("service %q: explicit_instance %q is not a valid instance name", def.GetServiceName(), def.GetExplicitInstance())
 		}
-		return "explicit:" + def.GetExplicitInstance(), nil
+		return names.ExplicitInstance(def.GetExplicitInstance()), nil
 	default:
 		return "", fmt.Errorf("service %q: unknown isolation %d", def.GetServiceName(), int32(iso))
 	}
