@@ -12,19 +12,32 @@ import (
 type Task struct {
 	cancel context.CancelFunc
 	done   chan struct{}
+	err    error // f's result, set before done closes
 }
 
 // Go runs f on a new goroutine with a context derived from parent; f must return when
 // that context ends.
-func Go(parent context.Context, f func(ctx context.Context)) *Task {
+func Go(parent context.Context, f func(ctx context.Context) error) *Task {
 	ctx, cancel := context.WithCancel(parent)
 	t := &Task{cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(t.done)
 		defer cancel()
-		f(ctx)
+		t.err = f(ctx)
 	}()
 	return t
+}
+
+// Err is what the goroutine returned; nil until Done is closed.
+func (t *Task) Err() error {
+	select {
+	case <-t.Done():
+		if t != nil {
+			return t.err
+		}
+	default:
+	}
+	return nil
 }
 
 // Cancel asks the task to stop without waiting.
@@ -44,10 +57,11 @@ func (t *Task) Done() <-chan struct{} {
 	return t.done
 }
 
-// Stop cancels the task and waits for it.
-func (t *Task) Stop() {
+// Stop cancels the task, waits for it, and returns what it returned.
+func (t *Task) Stop() error {
 	t.Cancel()
 	<-t.Done()
+	return t.Err()
 }
 
 // StopWithin cancels the task and waits up to timeout; false means it is still running,

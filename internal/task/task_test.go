@@ -2,6 +2,7 @@ package task
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -12,11 +13,14 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestStopCancelsAndWaits(t *testing.T) {
 	returned := make(chan struct{})
-	tk := Go(context.Background(), func(ctx context.Context) {
+	tk := Go(context.Background(), func(ctx context.Context) error {
 		<-ctx.Done()
 		close(returned)
+		return ctx.Err()
 	})
-	tk.Stop()
+	if err := tk.Stop(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Stop = %v, want the goroutine's context.Canceled", err)
+	}
 	select {
 	case <-returned:
 	default:
@@ -26,14 +30,14 @@ func TestStopCancelsAndWaits(t *testing.T) {
 
 func TestParentCancelStops(t *testing.T) {
 	parent, cancel := context.WithCancel(context.Background())
-	tk := Go(parent, func(ctx context.Context) { <-ctx.Done() })
+	tk := Go(parent, func(ctx context.Context) error { <-ctx.Done(); return nil })
 	cancel()
 	<-tk.Done()
 }
 
 func TestStopWithinReportsAStuckTask(t *testing.T) {
 	release := make(chan struct{})
-	tk := Go(context.Background(), func(ctx context.Context) { <-release })
+	tk := Go(context.Background(), func(ctx context.Context) error { <-release; return nil })
 	if tk.StopWithin(10 * time.Millisecond) {
 		t.Fatal("StopWithin reported a stuck task as stopped")
 	}
@@ -45,7 +49,9 @@ func TestStopWithinReportsAStuckTask(t *testing.T) {
 
 func TestNilTaskIsStopped(t *testing.T) {
 	var tk *Task
-	tk.Stop()
+	if err := tk.Stop(); err != nil {
+		t.Fatal(err)
+	}
 	tk.Cancel()
 	if !tk.StopWithin(0) {
 		t.Fatal("nil task not stopped")
@@ -54,7 +60,7 @@ func TestNilTaskIsStopped(t *testing.T) {
 
 func TestReturningEarlyReleasesTheContext(t *testing.T) {
 	var got context.Context
-	tk := Go(context.Background(), func(ctx context.Context) { got = ctx })
+	tk := Go(context.Background(), func(ctx context.Context) error { got = ctx; return nil })
 	<-tk.Done()
 	if got.Err() == nil {
 		t.Fatal("context of a finished task still live")
