@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 	"sync/atomic"
 
+	"github.com/rpbroker/broker/internal/task"
 	"github.com/rpbroker/broker/servicedef"
 )
 
@@ -23,47 +24,35 @@ func (d *defsView) Lookup(service string) servicedef.Lookup {
 	return l.Lookup(service)
 }
 
-// loaderRun is the running loader and the handle to stop it.
-type loaderRun struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
+// startLoader starts the servicedef loader of dir and the goroutine applying its changes,
+// and waits until its first snapshot is published (or the broker stops).
 func (s *Supervisor) startLoader(dir string) {
 	// The loader recovers and logs its own panics; the supervisor counts them.
 	l := servicedef.NewLoader(dir, s.log.With().Str("component", "servicedef").Logger(),
 		servicedef.WithPanicHandler(func(string, any) { s.countPanic("servicedef") }))
-	ctx, cancel := context.WithCancel(s.ctx)
-	lr := &loaderRun{cancel: cancel, done: make(chan struct{})}
 	changes, unsubscribe := l.Subscribe()
-	go func() {
-		defer close(lr.done)
+	s.loader = task.Go(s.ctx, func(ctx context.Context) error {
 		defer unsubscribe()
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			if err := l.Run(ctx); err != nil && ctx.Err() == nil {
-				s.log.Error().Err(err).Str("dir", dir).Msg("servicedef loader stopped")
-			}
-		}()
+		run := task.Go(ctx, l.Run)
 		for {
 			select {
 			case c, ok := <-changes:
 				if !ok {
-					<-done
-					return
+					return run.Stop()
 				}
 				s.applyServicedefChange(c)
-			case <-done:
-				return
+			case <-run.Done():
+				if err := run.Err(); err != nil && ctx.Err() == nil {
+					s.log.Error().Err(err).Str("dir", dir).Msg("servicedef loader stopped")
+				}
+				return nil
 			}
 		}
-	}()
+	})
 	s.defs.loader.Store(l)
-	s.loader = lr
 	select {
 	case <-l.Ready():
-	case <-ctx.Done():
+	case <-s.loader.Done():
 	}
 }
 
@@ -82,10 +71,6 @@ func (s *Supervisor) applyServicedefChange(c servicedef.Change) {
 }
 
 func (s *Supervisor) stopLoader() {
-	if s.loader == nil {
-		return
-	}
-	s.loader.cancel()
-	<-s.loader.done
+	s.loader.Stop()
 	s.loader = nil
 }

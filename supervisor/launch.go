@@ -12,17 +12,19 @@ import (
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 
-// launchRun is the launcher and the goroutine running it.
+// launchRun is the launcher and what stops it. Its Run is an actor of the supervisor's
+// run group (Supervisor.Run).
 type launchRun struct {
 	m      *launch.Manager
+	ctx    context.Context
 	cancel context.CancelFunc
-	done   chan struct{}
 	err    error // why launch mode is unavailable, when m is nil
 }
 
-// startLauncher starts the one Manager that spawns and supervises every launched
-// backend. Backend sockets live in the runtime dir in force at start.
-func (s *Supervisor) startLauncher() {
+// newLauncher builds the one Manager that spawns and supervises every launched backend.
+// Backend sockets live in the runtime dir in force at start. A Hello routed before the run
+// group starts the Manager waits for it.
+func (s *Supervisor) newLauncher() {
 	layout, err := names.DefaultLayout(s.cfg.Broker.RuntimeDir)
 	if err != nil {
 		s.log.Error().Err(err).Msg("launch mode unavailable: backend socket names cannot be derived")
@@ -39,27 +41,24 @@ func (s *Supervisor) startLauncher() {
 		OnSpawn:  s.metrics.spawnDone,
 	})
 	ctx, cancel := context.WithCancel(s.ctx)
-	lr := &launchRun{m: m, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(lr.done)
-		if err := m.Run(ctx); err != nil {
-			s.log.Error().Err(err).Msg("launcher stopped")
-		}
-	}()
-	s.launch = lr
+	s.launch = &launchRun{m: m, ctx: ctx, cancel: cancel}
+}
+
+// runLauncher is the launcher's actor: it runs until cancelled, even when the Manager
+// stops early on an error (logged), so that the launcher alone never ends the group.
+func (s *Supervisor) runLauncher() error {
+	if err := s.launch.m.Run(s.launch.ctx); err != nil {
+		s.log.Error().Err(err).Msg("launcher stopped")
+	}
+	<-s.launch.ctx.Done()
+	return nil
 }
 
 // cancelLauncher starts stopping the launcher: spawns in flight are aborted and every
-// launched backend gets SIGTERM (SIGKILL after the grace). waitLauncher waits for it.
+// launched backend gets SIGTERM (SIGKILL after the grace). The run group waits for it.
 func (s *Supervisor) cancelLauncher() {
 	if s.launch != nil && s.launch.m != nil {
 		s.launch.cancel()
-	}
-}
-
-func (s *Supervisor) waitLauncher() {
-	if s.launch != nil && s.launch.m != nil {
-		<-s.launch.done
 	}
 }
 

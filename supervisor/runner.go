@@ -9,10 +9,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/rpbroker/broker/config"
+	"github.com/rpbroker/broker/internal/backoff"
 	"github.com/rpbroker/broker/internal/ctxsleep"
+	"github.com/rpbroker/broker/internal/task"
 	"github.com/rpbroker/broker/supervisor/admin"
 	"github.com/rpbroker/broker/supervisor/registered"
 	"github.com/rpbroker/broker/supervisor/serve"
+	"github.com/rpbroker/broker/wire/names"
 )
 
 // runner owns one service: its serve loop (bound with retry and backoff) and, for a
@@ -23,43 +26,30 @@ type runner struct {
 	settings atomic.Pointer[serve.Settings]
 	loop     atomic.Pointer[serve.Loop]
 
-	cancel  context.CancelFunc
-	done    chan struct{}
+	task    *task.Task  // the serve goroutine
 	backend *backendRun // registered backend verifier, or nil
 }
 
 // backendRun is one registered.Backend with the goroutine that runs it.
 type backendRun struct {
-	b      *registered.Backend
-	cancel context.CancelFunc
-	done   chan struct{}
+	b    *registered.Backend
+	task *task.Task
 }
 
 func (b *backendRun) stop() {
-	if b == nil {
-		return
+	if b != nil {
+		b.task.Stop()
 	}
-	b.cancel()
-	<-b.done
 }
 
 // startRunner starts the goroutine that serves svc on ln, or binds svc.Socket itself
 // when ln is nil.
 func (s *Supervisor) startRunner(svc config.Service, ln *net.UnixListener) *runner {
-	r := &runner{
-		svc:  svc,
-		log:  s.log.With().Str("service", svc.Name).Logger(),
-		done: make(chan struct{}),
-	}
+	r := &runner{svc: svc, log: s.log.With().Str("service", svc.Name).Logger()}
 	r.backend = s.startBackend(svc, r.log)
 	set := s.settingsFor(svc, r.backend)
 	r.settings.Store(&set)
-	ctx, cancel := context.WithCancel(s.ctx)
-	r.cancel = cancel
-	go func() {
-		defer close(r.done)
-		s.serve(ctx, r, svc, ln)
-	}()
+	r.task = task.Go(s.ctx, func(ctx context.Context) error { s.serve(ctx, r, svc, ln); return nil })
 	return r
 }
 
@@ -71,23 +61,24 @@ func (s *Supervisor) serve(ctx context.Context, r *runner, svc config.Service, l
 		ln.Close()
 		return
 	}
-	backoff := time.Duration(0)
+	// Permanent bind errors are refused before a runner starts (at start and on reload);
+	// what is left here is transient (EMFILE, ENOMEM, a socket removed from under us).
+	retry := backoff.New(backoff.Policy{Initial: 100 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.1, ResetAfter: time.Minute})
 	for ctx.Err() == nil {
 		var err error
 		if ln == nil {
 			ln, err = serve.Listen(svc.Socket)
 		}
 		if err != nil {
-			backoff = min(max(2*backoff, 100*time.Millisecond), 30*time.Second)
-			r.log.Error().Err(err).Dur("retry_in", backoff).Str("socket", svc.Socket).
+			wait := retry.Next()
+			r.log.Error().Err(err).Stringer("retry_in", wait).Str("socket", svc.Socket).
 				Msg("cannot bind control socket; other services keep serving")
 			s.metrics.loopFailures.WithLabelValues(svc.Name).Inc()
-			if !ctxsleep.Sleep(ctx, backoff) {
+			if !ctxsleep.Sleep(ctx, wait) {
 				return
 			}
 			continue
 		}
-		backoff = 0
 		loop := serve.New(serve.Options{
 			Listener:   ln,
 			Settings:   *r.settings.Load(),
@@ -121,15 +112,9 @@ func (r *runner) apply(set serve.Settings) {
 // stop cancels the loop and the backend verifier and waits for both, up to timeout; a
 // loop still running then is reported, not waited for forever.
 func (r *runner) stop(timeout time.Duration) bool {
-	r.cancel()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	ok := true
-	select {
-	case <-r.done:
-	case <-t.C:
-		r.log.Error().Dur("waited", timeout).Msg("serve loop did not stop in time")
-		ok = false
+	ok := r.task.StopWithin(timeout)
+	if !ok {
+		r.log.Error().Stringer("waited", timeout).Msg("serve loop did not stop in time")
 	}
 	r.backend.stop()
 	return ok
@@ -144,20 +129,14 @@ func (s *Supervisor) startBackend(svc config.Service, log zerolog.Logger) *backe
 		Version:  svc.Version,
 		Endpoint: svc.BackendEndpoint,
 		Verify:   svc.Verify,
-		Instance: "private:" + svc.Name,
+		Instance: names.PrivateInstance(svc.Name),
 		// Handoff is wired by the registered backend: it issues tokens only when set.
 		HandoffEndpoint: svc.HandoffEndpoint,
 		Registry:        s.registry,
 		Hasher:          s.hasher,
 		Log:             log,
 	})
-	ctx, cancel := context.WithCancel(s.ctx)
-	br := &backendRun{b: b, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(br.done)
-		b.Run(ctx)
-	}()
-	return br
+	return &backendRun{b: b, task: task.Go(s.ctx, b.Run)}
 }
 
 func (s *Supervisor) settingsFor(svc config.Service, b *backendRun) serve.Settings {
@@ -176,9 +155,9 @@ func (s *Supervisor) settingsFor(svc config.Service, b *backendRun) serve.Settin
 }
 
 func (s *Supervisor) adminFor(svc config.Service, socket string) *admin.Handler {
-	inst := "private:" + svc.Name
+	inst := names.PrivateInstance(svc.Name)
 	if svc.Name == "*" {
-		inst = "shared"
+		inst = names.SharedInstance
 	}
 	return &admin.Handler{
 		Instance: inst,

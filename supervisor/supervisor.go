@@ -13,9 +13,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/oklog/run"
 	"github.com/rs/zerolog"
 
 	"github.com/rpbroker/broker/config"
+	"github.com/rpbroker/broker/internal/task"
 	"github.com/rpbroker/broker/supervisor/events"
 	"github.com/rpbroker/broker/supervisor/registry"
 	"github.com/rpbroker/broker/supervisor/serve"
@@ -54,7 +56,7 @@ type Supervisor struct {
 	ctx     context.Context
 	cfg     *config.Config
 	runners map[string]*runner
-	loader  *loaderRun
+	loader  *task.Task // the servicedef loader and the goroutine applying its changes
 	launch  *launchRun
 
 	reloads  chan chan ReloadResult
@@ -100,6 +102,11 @@ func New(o Options) (*Supervisor, error) {
 
 // Run starts every service and serves until ctx ends or a shutdown is requested; then it
 // drains within shutdown_grace and returns.
+//
+// Its goroutines run as one group (docs/architecture.md, "Goroutines and who stops
+// them"): the event loop, the launcher and the fd watcher. The event loop ends the group:
+// its stop drains, cancels the launcher's spawns, stops the serve loops and the loader;
+// then the group interrupts the other actors and waits for every one of them.
 func (s *Supervisor) Run(ctx context.Context) error {
 	if !s.started.CompareAndSwap(false, true) {
 		return errors.New("supervisor: Run called twice")
@@ -116,17 +123,28 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 	}()
 	s.startLoader(cfg.Broker.ServicedefDir)
-	s.startLauncher()
-	fdDone := make(chan struct{})
-	go func() {
-		defer close(fdDone)
-		s.watchFDs(runCtx, time.Second)
-	}()
-	defer func() { cancel(); <-fdDone }()
+	s.newLauncher()
 	for _, svc := range cfg.Services {
 		s.runners[svc.Name] = s.startRunner(svc, nil)
 	}
 	s.log.Info().Int("services", len(cfg.Services)).Str("config", cfg.Path).Msg("broker started")
+
+	var g run.Group
+	g.Add(func() error { return s.eventLoop(ctx) }, func(error) { s.requestShutdown() })
+	if s.launch.m != nil {
+		g.Add(s.runLauncher, func(error) { s.launch.cancel() })
+	}
+	fdCtx, fdCancel := context.WithCancel(runCtx)
+	g.Add(func() error { s.watchFDs(fdCtx, time.Second); return nil }, func(error) { fdCancel() })
+	if err := g.Run(); err != nil {
+		return err
+	}
+	s.log.Info().Msg("broker stopped")
+	return nil
+}
+
+// eventLoop applies reloads one at a time until a signal or an admin shutdown, then stops.
+func (s *Supervisor) eventLoop(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
@@ -134,8 +152,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		case <-s.shutdown:
 			return s.stop("admin shutdown")
 		case reply := <-s.reloads:
-			res := s.reload()
-			reply <- res
+			reply <- s.reload()
 		}
 	}
 }
@@ -189,13 +206,11 @@ func (s *Supervisor) stop(why string) error {
 			}
 		}()
 	}
-	s.waitLauncher()
 	wg.Wait()
 	s.stopLoader()
 	if len(stuck) > 0 {
 		return fmt.Errorf("shutdown: serve loops still running after %s: %v", grace, stuck)
 	}
-	s.log.Info().Msg("broker stopped")
 	return nil
 }
 
