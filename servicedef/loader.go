@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/rpbroker/broker/internal/backoff"
 	"github.com/rs/zerolog"
 )
 
@@ -102,7 +103,7 @@ func (l *Loader) Run(ctx context.Context) error {
 		l.publishDirErr(err)
 		return err
 	}
-	backoff := l.o.retryMin
+	dirRetry := backoff.New(backoff.Policy{Initial: l.o.retryMin, Max: l.o.retryMax})
 	tr := newRetrier()
 	var lastErr string
 	for {
@@ -111,13 +112,13 @@ func (l *Loader) Run(ctx context.Context) error {
 			return nil
 		}
 		if watched {
-			backoff = l.o.retryMin
+			dirRetry.Reset()
 		}
-		delay := backoff
+		delay := l.o.retryMin // also the wait if logging itself panics
 		_ = l.guard("log", func() error {
 			switch {
 			case errors.Is(err, errSessionPanic): // logged where it was recovered
-				backoff = min(2*backoff, l.o.retryMax)
+				delay = dirRetry.Next()
 			case isTransient(err):
 				l.transient(tr, err)
 				delay = tr.delay()
@@ -127,8 +128,8 @@ func (l *Loader) Run(ctx context.Context) error {
 					ev = l.log.Error()
 					lastErr = err.Error()
 				}
-				ev.Err(err).Str("dir", l.dir).Dur("retry_in", backoff).Msg("servicedef directory is unusable; definitions from it are refused until it is fixed")
-				backoff = min(2*backoff, l.o.retryMax)
+				delay = dirRetry.Next()
+				ev.Err(err).Str("dir", l.dir).Stringer("retry_in", delay).Msg("servicedef directory is unusable; definitions from it are refused until it is fixed")
 			}
 			return nil
 		})

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"syscall"
 	"time"
+
+	"github.com/rpbroker/broker/internal/backoff"
 )
 
 // Transient failures are retried on a short clock of their own: they say nothing about the
@@ -31,14 +33,16 @@ func isTransient(err error) bool {
 
 // retrier is the doubling backoff of transient retries. It belongs to the Run goroutine.
 type retrier struct {
-	next  time.Duration
+	pace  *backoff.Backoff
 	timer *time.Timer
 	c     <-chan time.Time // nil while no retry is due
 	since time.Time        // start of the current transient spell; zero when none
 	count int              // failures in the current spell
 }
 
-func newRetrier() *retrier { return &retrier{next: transientRetryMin} }
+func newRetrier() *retrier {
+	return &retrier{pace: backoff.New(backoff.Policy{Initial: transientRetryMin, Max: transientRetryMax})}
+}
 
 // fail records a transient failure and reports whether it opened a spell (the caller logs
 // the first failure of a spell louder than the rest).
@@ -60,12 +64,8 @@ func (r *retrier) arm() {
 	r.c = r.timer.C
 }
 
-// delay returns the wait before the next attempt and doubles the one after.
-func (r *retrier) delay() time.Duration {
-	d := r.next
-	r.next = min(2*r.next, transientRetryMax)
-	return d
-}
+// delay returns the wait before the next attempt; each one doubles, up to the max.
+func (r *retrier) delay() time.Duration { return r.pace.Next() }
 
 // fired marks the armed retry as consumed.
 func (r *retrier) fired() { r.c = nil }
@@ -81,7 +81,7 @@ func (r *retrier) disarm() {
 // ok ends the spell, if any, and returns how long it lasted and how many failures it saw.
 func (r *retrier) ok() (lasted time.Duration, failures int) {
 	r.disarm()
-	r.next = transientRetryMin
+	r.pace.Reset()
 	if r.since.IsZero() {
 		return 0, 0
 	}

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/rpbroker/broker/internal/backoff"
 	"github.com/rpbroker/broker/wire/identity"
 )
 
@@ -17,21 +18,21 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	defer d.closeAll()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	var backoff time.Duration
+	retry := backoff.New(backoff.Policy{Initial: 20 * time.Millisecond, Max: 2 * time.Second})
 	var lastErr string
 	for {
-		var retry *time.Timer
+		var retryT *time.Timer
 		var retryC <-chan time.Time
 		if err := d.fill(ctx); err != nil && ctx.Err() == nil {
 			if msg := err.Error(); msg != lastErr {
 				d.o.Log.Warn().Err(err).Str("endpoint", d.o.Endpoint).Msg("handoff endpoint unavailable; retrying")
 				lastErr = msg
 			}
-			backoff = min(max(2*backoff, 20*time.Millisecond), 2*time.Second)
-			retry = time.NewTimer(backoff)
-			retryC = retry.C
+			retryT = time.NewTimer(retry.Next())
+			retryC = retryT.C
 		} else {
-			backoff, lastErr = 0, ""
+			retry.Reset()
+			lastErr = ""
 		}
 		select {
 		case <-ctx.Done():
@@ -41,8 +42,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		case now := <-tick.C:
 			d.tok.sweep(now)
 		}
-		if retry != nil {
-			retry.Stop()
+		if retryT != nil {
+			retryT.Stop()
 		}
 	}
 }

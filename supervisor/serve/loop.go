@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/rpbroker/broker/internal/backoff"
 	"github.com/rpbroker/broker/internal/ctxsleep"
 	"github.com/rpbroker/broker/servicedef"
 	"github.com/rpbroker/broker/wire"
@@ -157,7 +158,7 @@ func (l *Loop) Run(ctx context.Context) error {
 	defer stop()
 	defer l.ln.Close()
 
-	var backoff time.Duration
+	retry := backoff.New(backoff.Policy{Initial: 5 * time.Millisecond, Max: time.Second})
 	failed := 0 // accept errors in a row, reported once accepting works again
 	for {
 		conn, err := l.ln.AcceptUnix()
@@ -182,11 +183,11 @@ func (l *Loop) Run(ctx context.Context) error {
 				return fmt.Errorf("control socket %s closed: %w", l.path, err)
 			}
 			// Unknown accept error: log, back off, keep serving.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			wait := retry.Next()
 			if ok, n := l.logs.Allow("accept: "+err.Error(), time.Now()); ok {
-				l.log.Error().Err(err).Dur("backoff", backoff).Int("repeated", n).Msg("accept failed")
+				l.log.Error().Err(err).Stringer("backoff", wait).Int("repeated", n).Msg("accept failed")
 			}
-			if !ctxsleep.Sleep(ctx, backoff) {
+			if !ctxsleep.Sleep(ctx, wait) {
 				return nil
 			}
 			continue
@@ -194,8 +195,8 @@ func (l *Loop) Run(ctx context.Context) error {
 		if failed > 0 {
 			l.log.Info().Int("failed_accepts", failed).Msg("accept recovered")
 			failed = 0
+			retry.Reset()
 		}
-		backoff = 0
 		l.shared.FD.AcceptOK()
 		s := l.settings.Load()
 		if n := l.open.Add(1); s.MaxConns > 0 && n > int64(s.MaxConns) {
