@@ -30,9 +30,31 @@ type ServiceChange struct {
 	Name     string
 	Old, New Service
 	Fields   []Change
-	// Restart is true when the serve loop must be replaced (a listener, backend or mode
-	// setting changed); false when the new values can be applied to the running loop.
-	Restart bool
+	// Effect is what applying the change takes: the strongest effect of its fields. The
+	// supervisor acts on it and the plan line shows it, so the two cannot disagree.
+	Effect Effect
+}
+
+// Effect is what applying a service change takes, weakest first.
+type Effect int
+
+const (
+	// InPlace: handler settings (limits, timeouts) are swapped into the running loop.
+	InPlace Effect = iota
+	// NewBackend: a new backend verifier or router; the socket and its open connections stay.
+	NewBackend
+	// Rebind: a new socket, bound before the old loop retires.
+	Rebind
+)
+
+func (e Effect) String() string {
+	switch e {
+	case NewBackend:
+		return "new backend, socket and connections kept"
+	case Rebind:
+		return "rebind"
+	}
+	return "in place"
 }
 
 // Empty reports whether the plan changes nothing.
@@ -53,19 +75,19 @@ func (s Service) Equal(o Service) bool {
 // the loop. Handler-only settings (limits and timeouts) are read per connection or per
 // backend, so the running loop can take them in place.
 var serviceFields = []struct {
-	key     string
-	restart bool
-	get     func(Service) string
+	key    string
+	effect Effect
+	get    func(Service) string
 }{
-	{"mode", true, func(s Service) string { return s.Mode }},
-	{"socket", true, func(s Service) string { return s.Socket }},
-	{"version", true, func(s Service) string { return s.Version }},
-	{"backend_endpoint", true, func(s Service) string { return s.BackendEndpoint }},
-	{"handoff_endpoint", true, func(s Service) string { return s.HandoffEndpoint }},
-	{"verify", true, func(s Service) string { return s.Verify }},
-	{"max_connections", false, func(s Service) string { return strconv.Itoa(s.MaxConnections) }},
-	{"idle_timeout", false, func(s Service) string { return s.IdleTimeout.String() }},
-	{"start_timeout", false, func(s Service) string { return s.StartTimeout.String() }},
+	{"mode", NewBackend, func(s Service) string { return s.Mode }},
+	{"socket", Rebind, func(s Service) string { return s.Socket }},
+	{"version", NewBackend, func(s Service) string { return s.Version }},
+	{"backend_endpoint", NewBackend, func(s Service) string { return s.BackendEndpoint }},
+	{"handoff_endpoint", NewBackend, func(s Service) string { return s.HandoffEndpoint }},
+	{"verify", NewBackend, func(s Service) string { return s.Verify }},
+	{"max_connections", InPlace, func(s Service) string { return strconv.Itoa(s.MaxConnections) }},
+	{"idle_timeout", InPlace, func(s Service) string { return s.IdleTimeout.String() }},
+	{"start_timeout", InPlace, func(s Service) string { return s.StartTimeout.String() }},
 }
 
 // Diff compares two configs by service name. It is pure: it reads only its arguments.
@@ -90,7 +112,7 @@ func Diff(old, new *Config) Plan {
 			for _, f := range serviceFields {
 				if a, b := f.get(o), f.get(n); a != b {
 					c.Fields = append(c.Fields, Change{Key: f.key, Old: a, New: b})
-					c.Restart = c.Restart || f.restart
+					c.Effect = max(c.Effect, f.effect)
 				}
 			}
 			p.Changed = append(p.Changed, c)
@@ -151,11 +173,7 @@ func (p Plan) Lines() []string {
 		for i, f := range c.Fields {
 			fields[i] = f.String()
 		}
-		how := "in place"
-		if c.Restart {
-			how = "restart"
-		}
-		out = append(out, fmt.Sprintf("changed %s: %s (%s)", c.Name, strings.Join(fields, ", "), how))
+		out = append(out, fmt.Sprintf("changed %s: %s (%s)", c.Name, strings.Join(fields, ", "), c.Effect))
 	}
 	for _, s := range p.Added {
 		out = append(out, fmt.Sprintf("added %s (%s)", s.Name, s.Summary()))

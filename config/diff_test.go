@@ -27,7 +27,7 @@ func TestDiff(t *testing.T) {
 		name     string
 		old, new *Config
 		lines    []string
-		restarts []bool // Restart per Changed entry
+		effects  []Effect // Effect per Changed entry
 	}{
 		{name: "identical", old: cfgOf(reg("a"), launch("*")), new: cfgOf(reg("a"), launch("*")),
 			lines: []string{"unchanged a", "unchanged *"}},
@@ -40,29 +40,29 @@ func TestDiff(t *testing.T) {
 		{name: "max_connections in place",
 			old:   cfgOf(reg("a")),
 			new:   cfgOf(with(reg("a"), func(s *Service) { s.MaxConnections = 512 })),
-			lines: []string{"changed a: max_connections 256 → 512 (in place)"}, restarts: []bool{false}},
+			lines: []string{"changed a: max_connections 256 → 512 (in place)"}, effects: []Effect{InPlace}},
 		{name: "launch timeouts in place",
 			old:   cfgOf(launch("*")),
 			new:   cfgOf(with(launch("*"), func(s *Service) { s.IdleTimeout = time.Minute; s.StartTimeout = time.Second })),
-			lines: []string{"changed *: idle_timeout 0s → 1m0s, start_timeout 10s → 1s (in place)"}, restarts: []bool{false}},
-		{name: "version restarts",
+			lines: []string{"changed *: idle_timeout 0s → 1m0s, start_timeout 10s → 1s (in place)"}, effects: []Effect{InPlace}},
+		{name: "version brings a new backend",
 			old:   cfgOf(reg("a")),
 			new:   cfgOf(with(reg("a"), func(s *Service) { s.Version = "1.0.1"; s.MaxConnections = 1 })),
-			lines: []string{"changed a: version 1.0.0 → 1.0.1, max_connections 256 → 1 (restart)"}, restarts: []bool{true}},
-		{name: "handoff enabled restarts",
+			lines: []string{"changed a: version 1.0.0 → 1.0.1, max_connections 256 → 1 (new backend, socket and connections kept)"}, effects: []Effect{NewBackend}},
+		{name: "handoff enabled brings a new backend",
 			old:   cfgOf(reg("a")),
 			new:   cfgOf(with(reg("a"), func(s *Service) { s.HandoffEndpoint = "/run/h.sock" })),
-			lines: []string{`changed a: handoff_endpoint "" → /run/h.sock (restart)`}, restarts: []bool{true}},
-		{name: "mode switch restarts",
-			old:      cfgOf(reg("a")),
-			new:      cfgOf(with(launch("a"), func(s *Service) { s.Socket = "/run/a.sock" })),
-			lines:    []string{`changed a: mode registered → launch, version 1.0.0 → "", backend_endpoint /run/a-be.sock → "", verify probe → "", start_timeout 0s → 10s (restart)`},
-			restarts: []bool{true}},
-		{name: "socket and verify restart",
-			old:      cfgOf(reg("a"), reg("b")),
-			new:      cfgOf(with(reg("a"), func(s *Service) { s.Socket = "/run/x.sock" }), with(reg("b"), func(s *Service) { s.Verify = VerifyConnect })),
-			lines:    []string{"changed a: socket /run/a.sock → /run/x.sock (restart)", "changed b: verify probe → connect (restart)"},
-			restarts: []bool{true, true}},
+			lines: []string{`changed a: handoff_endpoint "" → /run/h.sock (new backend, socket and connections kept)`}, effects: []Effect{NewBackend}},
+		{name: "mode switch brings a new backend",
+			old:     cfgOf(reg("a")),
+			new:     cfgOf(with(launch("a"), func(s *Service) { s.Socket = "/run/a.sock" })),
+			lines:   []string{`changed a: mode registered → launch, version 1.0.0 → "", backend_endpoint /run/a-be.sock → "", verify probe → "", start_timeout 0s → 10s (new backend, socket and connections kept)`},
+			effects: []Effect{NewBackend}},
+		{name: "socket rebinds, verify brings a new backend",
+			old:     cfgOf(reg("a"), reg("b")),
+			new:     cfgOf(with(reg("a"), func(s *Service) { s.Socket = "/run/x.sock" }), with(reg("b"), func(s *Service) { s.Verify = VerifyConnect })),
+			lines:   []string{"changed a: socket /run/a.sock → /run/x.sock (rebind)", "changed b: verify probe → connect (new backend, socket and connections kept)"},
+			effects: []Effect{Rebind, NewBackend}},
 		{name: "broker keys",
 			old: cfgOf(reg("a")),
 			new: func() *Config {
@@ -77,15 +77,15 @@ func TestDiff(t *testing.T) {
 			if got := p.Lines(); !slices.Equal(got, tc.lines) {
 				t.Errorf("lines\n got %q\nwant %q", got, tc.lines)
 			}
-			var restarts []bool
+			var effects []Effect
 			for _, c := range p.Changed {
-				restarts = append(restarts, c.Restart)
+				effects = append(effects, c.Effect)
 				if c.Old.Equal(c.New) || len(c.Fields) == 0 {
 					t.Errorf("change %s without a difference", c.Name)
 				}
 			}
-			if !slices.Equal(restarts, tc.restarts) {
-				t.Errorf("restarts = %v, want %v", restarts, tc.restarts)
+			if !slices.Equal(effects, tc.effects) {
+				t.Errorf("effects = %v, want %v", effects, tc.effects)
 			}
 			wantEmpty := tc.name == "identical"
 			if p.Empty() != wantEmpty {

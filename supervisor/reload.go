@@ -87,14 +87,14 @@ func (s *Supervisor) apply(cfg *config.Config, plan config.Plan, bound map[strin
 	}
 	for _, ch := range plan.Changed {
 		r := s.runners[ch.Name]
-		if ch.Old.Socket != ch.New.Socket {
+		if ch.Effect == config.Rebind {
 			start(ch.New)
 			retire = append(retire, r)
 			continue
 		}
 		r.svc = ch.New
 		prev := r.backend
-		if backendChanged(ch.Old, ch.New) {
+		if ch.Effect == config.NewBackend {
 			r.backend = s.startBackend(ch.New, r.log)
 		}
 		r.apply(s.settingsFor(ch.New, r.backend))
@@ -124,7 +124,3 @@ func (s *Supervisor) apply(cfg *config.Config, plan config.Plan, bound map[strin
 	}
 }
 
-func backendChanged(a, b config.Service) bool {
-	return a.Mode != b.Mode || a.Version != b.Version || a.BackendEndpoint != b.BackendEndpoint ||
-		a.Verify != b.Verify || a.HandoffEndpoint != b.HandoffEndpoint
-}
