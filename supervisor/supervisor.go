@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,12 @@ type Options struct {
 	// [broker] key, so that the caller applies what it owns: the logger behind Log
 	// (log_level, log_format).
 	OnBrokerChange func(old, new config.Broker)
+	// Inherited maps a socket path to a listening socket the broker was handed (systemd
+	// socket activation). A service whose socket is that path serves on it instead of
+	// binding; the broker never unlinks such a socket.
+	Inherited map[string]*net.UnixListener
+	// Version is the broker's version, logged with "broker started".
+	Version string
 }
 
 // Supervisor owns the running broker. Create it with New, run it with Run.
