@@ -229,7 +229,7 @@ func TestSilentClientsOverCapGetRefusal(t *testing.T) {
 
 // TestRefusalsCountedAndLogRateLimited: framing failures, malformed frames and foreign
 // peers reach the Observer with their refusal code, and a flood of one kind is logged at
-// debug once per second with a count.
+// most once per second with a count.
 func TestRefusalsCountedAndLogRateLimited(t *testing.T) {
 	rec := &recorder{}
 	logs := &testutil.SyncBuffer{}

@@ -45,15 +45,22 @@ func panicRefusal() *wire.Refusal {
 	return refusal(wirepb.ErrorCode_ERROR_INTERNAL, reasonPanic, 0)
 }
 
-// refused counts a refusal by code and logs it at debug, at most once a second per code
-// and reason, so a peer that floods garbage costs counters, not log lines.
+// refused counts a refusal by code and logs it at most once a second per code and
+// reason, with how many were held back, so a peer that floods garbage costs counters,
+// not log lines. It logs at info: a refusal is what an operator looks for when a client
+// fails. RATE_LIMITED is the exception, at debug: it is the answer to a flood (the Hello
+// rate limit, the connection cap, a spent spawn budget), each of which logs its own line.
 func (l *Loop) refused(o HelloOutcome) {
 	l.shared.Observer.HelloDone(o)
-	if !l.debugEnabled() {
+	lvl := zerolog.InfoLevel
+	if o.Code == wirepb.ErrorCode_ERROR_RATE_LIMITED {
+		lvl = zerolog.DebugLevel
+	}
+	if !l.levelEnabled(lvl) {
 		return
 	}
 	if ok, n := l.logs.Allow(o.Code.String()+": "+o.Reason, time.Now()); ok {
-		l.log.Debug().Str("event", "hello_refused").Str("code", o.Code.String()).Str("reason", o.Reason).
+		l.log.WithLevel(lvl).Str("event", "hello_refused").Str("code", o.Code.String()).Str("reason", o.Reason).
 			Str("service", o.Service).Str("version", o.Version).Str("request_id", o.RequestID).
 			Int("suppressed", n).Msg("refused")
 	}
@@ -69,6 +76,8 @@ func (l *Loop) debugLimited(msg string) {
 	}
 }
 
-func (l *Loop) debugEnabled() bool {
-	return l.log.GetLevel() <= zerolog.DebugLevel && zerolog.GlobalLevel() <= zerolog.DebugLevel
+func (l *Loop) debugEnabled() bool { return l.levelEnabled(zerolog.DebugLevel) }
+
+func (l *Loop) levelEnabled(lvl zerolog.Level) bool {
+	return l.log.GetLevel() <= lvl && zerolog.GlobalLevel() <= lvl
 }
