@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rpbroker/broker/internal/logfield"
 	"github.com/rpbroker/broker/supervisor/registry"
 	"github.com/rpbroker/broker/supervisor/serve"
 	"github.com/rpbroker/broker/wire"
@@ -28,6 +29,9 @@ type slot struct {
 	window   time.Time // start of the current window
 	attempts int
 	flight   *flight
+	// exhaustedLogged: the spent budget of this window has been logged; the Hellos it
+	// refuses are not, one by one.
+	exhaustedLogged bool
 }
 
 // flight is one spawn; waiters read route and err after done closes.
@@ -38,9 +42,10 @@ type flight struct {
 }
 
 // claim joins the spawn in flight for key, or, within budget, starts spawn on a
-// Manager-owned goroutine. A nil flight without error means a backend for key became
-// ready: route to it.
-func (m *Manager) claim(key registry.Key, spawn func() (serve.Route, error)) (*flight, error) {
+// Manager-owned goroutine, telling it which attempt of the window it is (above 1: the
+// previous start failed or crashed). A nil flight without error means a backend for key
+// became ready: route to it.
+func (m *Manager) claim(key registry.Key, spawn func(attempt int) (serve.Route, error)) (*flight, error) {
 	now := m.o.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -63,10 +68,16 @@ func (m *Manager) claim(key registry.Key, spawn func() (serve.Route, error)) (*f
 		return nil, nil
 	}
 	if s.attempts > 0 && now.Sub(s.window) >= budgetWindow {
-		s.attempts = 0
+		s.attempts, s.exhaustedLogged = 0, false
 	}
 	if s.attempts >= budgetAttempts {
 		retry := s.window.Add(budgetWindow).Sub(now)
+		if !s.exhaustedLogged {
+			s.exhaustedLogged = true
+			m.o.Log.Warn().Str("event", "spawn_budget_exhausted").Str("service", key.Service).Str("version", key.Version).
+				Int("attempts", s.attempts).Str("window", logfield.Dur(budgetWindow)).Str("retry_in", logfield.Dur(retry)).
+				Msg("spawn budget exhausted; Hellos are refused RATE_LIMITED until the window ends")
+		}
 		ms := max(uint64((retry+time.Millisecond-1)/time.Millisecond), 1)
 		return nil, wire.Refuse(wirepb.ErrorCode_ERROR_RATE_LIMITED, wire.ReasonSpawnBudget, ms)
 	}
@@ -74,11 +85,12 @@ func (m *Manager) claim(key registry.Key, spawn func() (serve.Route, error)) (*f
 		s.window = now
 	}
 	s.attempts++
+	attempt := s.attempts
 	f := &flight{done: make(chan struct{})}
 	s.flight = f
 	// Under m.mu with closing unset: Run has not reached wg.Wait.
 	m.wg.Go(func() {
-		rt, err := spawn()
+		rt, err := spawn(attempt)
 		m.land(key, f, rt, err)
 	})
 	return f, nil

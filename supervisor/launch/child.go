@@ -11,8 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/rpbroker/broker/internal/logfield"
 	"github.com/rpbroker/broker/supervisor/registry"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
@@ -161,7 +163,12 @@ func (m *Manager) reap(c *child) {
 			e.Reason = "backend exited unexpectedly"
 		}
 	}
-	m.o.Log.Info().Int("pid", c.pid).Str("service", e.Service).Str("version", e.Version).
+	// A crash (an exit the broker did not ask for) is a warning; a stop it chose is not.
+	lvl := zerolog.InfoLevel
+	if e.Kind == wirepb.EventKind_DIED_CRASH {
+		lvl = zerolog.WarnLevel
+	}
+	m.o.Log.WithLevel(lvl).Int("pid", c.pid).Str("service", e.Service).Str("version", e.Version).
 		Str("status", e.Status).Str("event", e.Kind.String()).Msg(e.Reason)
 	m.emit(e)
 	close(c.exited)
@@ -203,7 +210,7 @@ func (m *Manager) stop(c *child, why int32) {
 		return
 	case <-t.C:
 	}
-	m.o.Log.Warn().Int("pid", c.pid).Str("service", c.key.Service).Dur("grace", m.o.Grace).
+	m.o.Log.Warn().Int("pid", c.pid).Str("service", c.key.Service).Str("grace", logfield.Dur(m.o.Grace)).
 		Msg("backend ignored SIGTERM; sending SIGKILL")
 	c.signal(unix.SIGKILL)
 	<-c.exited

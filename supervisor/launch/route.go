@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/rpbroker/broker/internal/logfield"
 	"github.com/rpbroker/broker/supervisor/registry"
 	"github.com/rpbroker/broker/supervisor/serve"
 	"github.com/rpbroker/broker/wire"
@@ -58,10 +59,20 @@ func (r router) Route(ctx context.Context, req *serve.Request) (serve.Route, err
 		if rt, ok := m.warm(key); ok {
 			return rt, nil
 		}
-		f, err := m.claim(key, func() (serve.Route, error) {
+		f, err := m.claim(key, func(attempt int) (serve.Route, error) {
+			log := m.o.Log.With().Str("service", key.Service).Str("version", key.Version).Int("attempt", attempt).Logger()
+			if attempt > 1 {
+				log.Warn().Str("event", "respawn").Int("budget", budgetAttempts).Str("window", logfield.Dur(budgetWindow)).
+					Msg("respawning backend: its last start failed or it crashed")
+			}
 			rt, err := m.spawn(req, bin, key, r.s)
 			if m.o.OnSpawn != nil {
 				m.o.OnSpawn(key, err)
+			}
+			// Every failure passes here, whichever step failed (bind, exec, probe,
+			// start_timeout); a shutdown aborting the spawn is not one.
+			if err != nil && !errors.Is(err, errClosing) {
+				log.Warn().Err(err).Str("event", "spawn_failed").Str("binary", bin).Msg("backend spawn failed")
 			}
 			return rt, err
 		})

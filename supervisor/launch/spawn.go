@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/rpbroker/broker/internal/logfield"
 	"github.com/rpbroker/broker/supervisor/registry"
 	"github.com/rpbroker/broker/supervisor/serve"
 	"github.com/rpbroker/broker/wire"
@@ -106,11 +107,10 @@ func (m *Manager) spawn(req *serve.Request, bin string, key registry.Key, s Sett
 		return serve.Route{}, err // Run stops the child with the others
 	}
 	if err != nil {
-		m.fail(c, err.Error())
-		log.Warn().Err(err).Str("endpoint", endpoint).Msg("backend spawn failed")
+		m.fail(c, err.Error()) // logged by the Router with the other spawn failures
 		return serve.Route{}, err
 	}
-	log.Info().Str("endpoint", endpoint).Str("event", "SPAWN").Dur("took", time.Since(c.started)).Msg("backend ready")
+	log.Info().Str("endpoint", endpoint).Str("event", "SPAWN").Str("took", logfield.Dur(time.Since(c.started))).Msg("backend ready")
 	m.emit(Event{Kind: wirepb.EventKind_SPAWN, PID: c.pid, Instance: key.Instance, Service: key.Service, Version: key.Version})
 	return serve.Route{Pipe: endpoint, Version: key.Version}, nil
 }
