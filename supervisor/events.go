@@ -26,13 +26,6 @@ func (s *Supervisor) emit(e events.Event) {
 	}
 }
 
-func (s *Supervisor) recentEvents() []any {
-	if s.events == nil {
-		return nil
-	}
-	return s.events.RecentJSON()
-}
-
 // servicedefEvent records one loader change (SERVICE_DEF_LOADED / _CHANGED).
 func (s *Supervisor) servicedefEvent(c servicedef.Change) {
 	e := events.Event{Kind: wirepb.EventKind_SERVICE_DEF_CHANGED, Service: c.Service, Reason: c.Kind.String()}
@@ -59,6 +52,7 @@ type observer struct{ s *Supervisor }
 
 func (o observer) HelloDone(h serve.HelloOutcome) {
 	o.s.metrics.HelloDone(h)
+	o.s.board.helloDone(o.s.config(), h)
 	if h.Code == wirepb.ErrorCode_ERROR_CODE_UNSPECIFIED {
 		o.s.log.Debug().Str("service", h.Service).Str("version", h.Version).Str("request_id", h.RequestID).
 			Uint64("connection_id", h.ConnectionID).Dur("took", h.Duration).Str("event", "hello_accepted").Msg("negotiated")

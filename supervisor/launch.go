@@ -2,10 +2,13 @@ package supervisor
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"github.com/rpbroker/broker/config"
 	"github.com/rpbroker/broker/supervisor/events"
 	"github.com/rpbroker/broker/supervisor/launch"
+	"github.com/rpbroker/broker/supervisor/registry"
 	"github.com/rpbroker/broker/supervisor/serve"
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/names"
@@ -120,17 +123,14 @@ func (s *Supervisor) launchEvent(e launch.Event) {
 		Kind: e.Kind, Time: e.Time, PID: uint32(e.PID), Instance: e.Instance,
 		Service: e.Service, Version: e.Version, Reason: reason,
 	})
-}
-
-func (s *Supervisor) spawnBudgets() []any {
-	if s.launch == nil || s.launch.m == nil {
-		return nil
+	// BACKEND_HEALTH's last_error: a start that failed, or a backend that died of itself.
+	t := registry.Target{Instance: e.Instance, Service: e.Service, Version: e.Version}
+	switch {
+	case e.Kind == wirepb.EventKind_SPAWN_ATTEMPT && e.Reason != "":
+		s.registry.NoteError(t, "spawn failed: "+e.Reason, time.Now())
+	case e.Kind == wirepb.EventKind_DIED_CRASH:
+		s.registry.NoteError(t, fmt.Sprintf("pid %d: %s", e.PID, reason), time.Now())
 	}
-	var out []any
-	for _, b := range s.launch.m.Budgets() {
-		out = append(out, b)
-	}
-	return out
 }
 
 // unavailableRouter refuses every Hello with the reason launch mode cannot work.

@@ -12,7 +12,6 @@ import (
 	"github.com/rpbroker/broker/internal/backoff"
 	"github.com/rpbroker/broker/internal/ctxsleep"
 	"github.com/rpbroker/broker/internal/task"
-	"github.com/rpbroker/broker/supervisor/admin"
 	"github.com/rpbroker/broker/supervisor/registered"
 	"github.com/rpbroker/broker/supervisor/serve"
 	"github.com/rpbroker/broker/wire/names"
@@ -28,6 +27,8 @@ type runner struct {
 
 	task    *task.Task  // the serve goroutine
 	backend *backendRun // registered backend verifier, or nil
+	// bindErr is why the socket is not bound while the serve goroutine retries, for status.
+	bindErr atomic.Pointer[string]
 }
 
 // backendRun is one registered.Backend with the goroutine that runs it.
@@ -50,6 +51,7 @@ func (s *Supervisor) startRunner(svc config.Service, ln *net.UnixListener) *runn
 	set := s.settingsFor(svc, r.backend)
 	r.settings.Store(&set)
 	r.task = task.Go(s.ctx, func(ctx context.Context) error { s.serve(ctx, r, svc, ln); return nil })
+	s.board.track(r)
 	return r
 }
 
@@ -70,6 +72,8 @@ func (s *Supervisor) serve(ctx context.Context, r *runner, svc config.Service, l
 			ln, err = serve.Listen(svc.Socket)
 		}
 		if err != nil {
+			msg := err.Error()
+			r.bindErr.Store(&msg)
 			wait := retry.Next()
 			r.log.Error().Err(err).Stringer("retry_in", wait).Str("socket", svc.Socket).
 				Msg("cannot bind control socket; other services keep serving")
@@ -89,6 +93,7 @@ func (s *Supervisor) serve(ctx context.Context, r *runner, svc config.Service, l
 			OnShutdown: s.requestShutdown,
 		})
 		r.loop.Store(loop)
+		r.bindErr.Store(nil)
 		r.log.Info().Str("socket", svc.Socket).Str("mode", svc.Mode).Msg("serving")
 		err = loop.Run(ctx)
 		ln = nil
@@ -152,22 +157,4 @@ func (s *Supervisor) settingsFor(svc config.Service, b *backendRun) serve.Settin
 		set.Router = s.launchRouter(svc)
 	}
 	return set
-}
-
-func (s *Supervisor) adminFor(svc config.Service, socket string) *admin.Handler {
-	inst := names.PrivateInstance(svc.Name)
-	if svc.Name == "*" {
-		inst = names.SharedInstance
-	}
-	return &admin.Handler{
-		Instance: inst,
-		Pipe:     socket,
-		Shared:   s.shared,
-		Registry: s.registry,
-		Metrics:  s.metrics.render,
-		Config:   s.effectiveConfig,
-		Events:   s.recentEvents,
-		Budgets:  s.spawnBudgets,
-		Extra:    s.statusExtra,
-	}
 }

@@ -32,18 +32,3 @@ func (s *Supervisor) publishConfig(cfg *config.Config) {
 
 // config is the config in force. Safe from any goroutine; the value must not be modified.
 func (s *Supervisor) config() *config.Config { return s.state.Load().cfg }
-
-// statusExtra is merged into STATUS JSON: the config generation and the last reload.
-func (s *Supervisor) statusExtra() map[string]any {
-	st := s.state.Load()
-	last := map[string]any{"attempts": st.reloadSeq}
-	if !st.lastReload.At.IsZero() {
-		last["ok"] = st.lastReload.Err == nil
-		last["at_unix_ms"] = st.lastReload.At.UnixMilli()
-		last["plan"] = st.lastReload.Lines
-		if st.lastReload.Err != nil {
-			last["error"] = st.lastReload.Err.Error()
-		}
-	}
-	return map[string]any{"config_reload": last}
-}

@@ -54,6 +54,7 @@ type Supervisor struct {
 	metrics  *metrics
 	events   *events.Log // nil when the event log could not be opened
 	pid      int
+	board    statusBoard // per-service state and Hello counts for admin STATUS
 
 	// state is the config in force and the last reload as readers on any goroutine see
 	// them; the Run goroutine publishes it once a change is whole.
@@ -219,46 +220,4 @@ func (s *Supervisor) stop(why string) error {
 		return fmt.Errorf("shutdown: serve loops still running after %s: %v", grace, stuck)
 	}
 	return nil
-}
-
-func (s *Supervisor) effectiveConfig() any {
-	cfg := s.config()
-	src := func(key string) string {
-		if v, ok := cfg.Sources[key]; ok {
-			return v
-		}
-		return "config-file"
-	}
-	leaf := func(key string, v any) map[string]any { return map[string]any{"value": v, "source": src(key)} }
-	b := cfg.Broker
-	broker := map[string]any{
-		"servicedef_dir":   leaf("servicedef_dir", b.ServicedefDir),
-		"runtime_dir":      leaf("runtime_dir", b.RuntimeDir),
-		"log_format":       leaf("log_format", b.LogFormat),
-		"log_level":        leaf("log_level", b.LogLevel),
-		"hello_timeout":    leaf("hello_timeout", b.HelloTimeout.String()),
-		"hello_rate_limit": leaf("hello_rate_limit", b.HelloRateLimit),
-		"shutdown_grace":   leaf("shutdown_grace", b.ShutdownGrace.String()),
-		"event_log":        leaf("event_log", b.EventLog),
-	}
-	services := map[string]any{}
-	for _, svc := range cfg.Services {
-		cf := func(v any) map[string]any { return map[string]any{"value": v, "source": "config-file"} }
-		services[svc.Name] = map[string]any{
-			"mode": cf(svc.Mode), "socket": cf(svc.Socket), "version": cf(svc.Version),
-			"backend_endpoint": cf(svc.BackendEndpoint), "handoff_endpoint": cf(svc.HandoffEndpoint),
-			"verify": cf(svc.Verify), "max_connections": cf(svc.MaxConnections),
-			"idle_timeout": cf(svc.IdleTimeout.String()), "start_timeout": cf(svc.StartTimeout.String()),
-		}
-	}
-	return map[string]any{
-		"broker":   broker,
-		"services": services,
-		"protocol": map[string]any{
-			"framing_version":  map[string]any{"value": 1, "source": "protocol-v1"},
-			"envelope_version": map[string]any{"value": 1, "source": "protocol-v1"},
-			"max_frame_bytes":  map[string]any{"value": 16 << 20, "source": "protocol-v1"},
-			"max_hello_bytes":  map[string]any{"value": 64 << 10, "source": "protocol-v1"},
-		},
-	}
 }

@@ -1,10 +1,11 @@
 // Package admin answers the v1 admin verbs (payload protocol 0xAD01) with live values
-// from the broker: connections, fd pressure, the backend registry.
+// from the broker: connections, fd pressure, the backend registry. Every JSON verb's
+// reply is a typed value (types.go) rendered here; human.go renders the same types as
+// text for the CLI.
 package admin
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -21,7 +22,8 @@ const (
 	contentOpenMetrics = "application/openmetrics-text"
 )
 
-// Handler serves admin verbs for one control socket.
+// Handler serves admin verbs for one control socket. The func fields read the broker's
+// state when a verb needs it; any may be nil (the part is then reported empty).
 type Handler struct {
 	Instance string // broker instance id of the socket, e.g. private:zccache
 	Pipe     string // the control socket path
@@ -29,15 +31,18 @@ type Handler struct {
 	Registry *registry.Registry
 	// Metrics renders OpenMetrics text; nil means METRICS is unsupported.
 	Metrics func() (string, error)
-	// Config returns the effective configuration as {value, source} groups.
-	Config func() any
+	// Config is the effective configuration, every key with its source.
+	Config func() EffectiveConfig
 	// Events returns the most recent lifecycle events, oldest first.
-	Events func() []any
-	// Budgets returns spawn budgets for DUMP.
-	Budgets func() []any
-	// Extra is merged into STATUS JSON (config reload state).
-	Extra func() map[string]any
-	Now   func() time.Time
+	Events func() []*wirepb.LifecycleEvent
+	// Budgets returns the spawn budgets in use, for DUMP.
+	Budgets func() []SpawnBudget
+	// Reload is the config generation and the last reload, for STATUS.
+	Reload func() ReloadStatus
+	// Services lists every service of the broker, for STATUS; Backends and the instance
+	// are filled in here from the registry.
+	Services func() []ServiceStatus
+	Now      func() time.Time
 }
 
 // Serve implements serve.Admin.
@@ -56,23 +61,13 @@ func (h *Handler) Serve(_ context.Context, req *wirepb.AdminRequest) *wirepb.Adm
 		}
 		return text(fmt.Sprintf("broker_instance: %s\naccepting_hello: %t\n", h.Instance, h.ready()), 0)
 	case wirepb.AdminVerb_LIST_INSTANCES:
-		state := "ready"
-		if !h.ready() {
-			state = "draining"
-		}
-		return h.json("list_instances", map[string]any{"instances": []map[string]any{{
-			"broker_instance": h.Instance, "pipe": h.Pipe, "pid": os.Getpid(), "state": state,
-		}}})
+		return h.json("list_instances", h.listInstances())
 	case wirepb.AdminVerb_BACKEND_HEALTH:
 		return h.json("backend_health", h.backendHealth(req.ServiceName))
 	case wirepb.AdminVerb_DUMP:
 		return h.json("dump", h.dump())
 	case wirepb.AdminVerb_CONFIG:
-		var values any = map[string]any{}
-		if h.Config != nil {
-			values = h.Config()
-		}
-		return h.json("config", map[string]any{"values": values})
+		return h.json("config", ConfigReply{Values: h.config()})
 	case wirepb.AdminVerb_DIAGNOSE:
 		return h.diagnose(req.OutputPath)
 	case wirepb.AdminVerb_METRICS:
@@ -101,34 +96,78 @@ func (h *Handler) now() time.Time {
 	return time.Now()
 }
 
-func (h *Handler) status() map[string]any {
-	backends := []map[string]any{}
-	for _, b := range h.backends() {
-		backends = append(backends, map[string]any{
-			"service_name": b.Key.Service, "service_version": b.Key.Version, "pid": b.PID,
-			"backend_pipe": b.Pipe, "last_active_unix_ms": lastActive(b), "state": state(b),
-			"mode": b.Mode, "instance": b.Key.Instance,
-		})
+func (h *Handler) config() EffectiveConfig {
+	if h.Config == nil {
+		return EffectiveConfig{}
 	}
-	st := map[string]any{
-		"broker_instance":  h.Instance,
-		"broker_pid":       os.Getpid(),
-		"uptime_seconds":   int64(h.now().Sub(h.Shared.Started()).Seconds()),
-		"accepting_hello":  h.ready(),
-		"connections_open": h.Shared.ConnectionsOpen(),
-		"fd_pressure":      map[string]any{"demoted": h.Shared.FD.Demoted()},
-		"backends":         backends,
+	return h.Config()
+}
+
+func (h *Handler) listInstances() ListInstancesReply {
+	state := "ready"
+	if !h.ready() {
+		state = "draining"
 	}
-	if h.Extra != nil {
-		for k, v := range h.Extra() {
-			st[k] = v
+	return ListInstancesReply{Instances: []Instance{{
+		BrokerInstance: h.Instance, Pipe: h.Pipe, PID: os.Getpid(), State: state,
+	}}}
+}
+
+func (h *Handler) status() StatusReply {
+	list := h.backends()
+	st := StatusReply{
+		BrokerInstance:  h.Instance,
+		BrokerPID:       os.Getpid(),
+		UptimeSeconds:   int64(h.now().Sub(h.Shared.Started()).Seconds()),
+		AcceptingHello:  h.ready(),
+		ConnectionsOpen: h.Shared.ConnectionsOpen(),
+		FDPressure:      FDPressure{Demoted: h.Shared.FD.Demoted()},
+		Backends:        backendStatuses(list, ""),
+	}
+	if h.Reload != nil {
+		r := h.Reload()
+		st.ConfigReload = &r
+	}
+	if h.Services != nil {
+		st.Services = h.Services()
+		for i := range st.Services {
+			st.Services[i].Backends = backendStatuses(list, st.Services[i].Instance)
 		}
 	}
 	return st
 }
 
-func (h *Handler) backendHealth(service string) map[string]any {
-	out := []map[string]any{}
+// backendStatuses lists the entries of instance ("" for all), never nil: v1 clients
+// read "backends": [] when there is none.
+func backendStatuses(list []*registry.Backend, instance string) []BackendStatus {
+	out := []BackendStatus{}
+	for _, b := range list {
+		if instance != "" && b.Key.Instance != instance {
+			continue
+		}
+		out = append(out, BackendStatus{
+			ServiceName: b.Key.Service, ServiceVersion: b.Key.Version, PID: b.PID,
+			BackendPipe: b.Pipe, LastActiveUnixMS: lastActive(b), State: state(b),
+			Mode: b.Mode, Instance: b.Key.Instance, StartedUnixMS: b.Started.UnixMilli(),
+		})
+	}
+	return out
+}
+
+// backendHealth reports every live backend of service ("" for all) with the last
+// problem recorded for its version, then each version with a recorded problem and no
+// live backend as "down": a backend that cannot come up is the one an operator asks about.
+func (h *Handler) backendHealth(service string) BackendHealthReply {
+	var faults []registry.Fault
+	if h.Registry != nil {
+		faults = h.Registry.Faults()
+	}
+	lastErr := map[registry.Target]registry.Fault{}
+	for _, f := range faults {
+		lastErr[f.Target] = f
+	}
+	out := BackendHealthReply{ServiceName: service, Backends: []BackendHealth{}}
+	live := map[registry.Target]bool{}
 	for _, b := range h.backends() {
 		if service != "" && b.Key.Service != service {
 			continue
@@ -137,45 +176,63 @@ func (h *Handler) backendHealth(service string) map[string]any {
 		if t := b.LastHello(); !t.IsZero() {
 			last = t.UnixMilli()
 		}
-		out = append(out, map[string]any{
-			"service_version": b.Key.Version, "pid": b.PID, "state": state(b),
-			"last_hello_unix_ms": last, "last_error": b.LastError(),
+		t := registry.TargetOf(b.Key)
+		live[t] = true
+		out.Backends = append(out.Backends, BackendHealth{
+			ServiceName: b.Key.Service, ServiceVersion: b.Key.Version, PID: b.PID, State: state(b),
+			LastHelloUnixMS: last, LastError: lastErr[t].Err,
 		})
 	}
-	return map[string]any{"service_name": service, "backends": out}
+	for _, f := range faults {
+		if live[f.Target] || (service != "" && f.Service != service) {
+			continue
+		}
+		out.Backends = append(out.Backends, BackendHealth{
+			ServiceName: f.Service, ServiceVersion: f.Version, State: "down", LastError: f.Err,
+		})
+	}
+	return out
 }
 
-func (h *Handler) dump() map[string]any {
-	table := []map[string]any{}
+func (h *Handler) dump() DumpReply {
+	d := DumpReply{
+		BackendTable:          []DumpBackend{},
+		SpawnBudgets:          []SpawnBudget{},
+		RecentLifecycleEvents: []LifecycleEvent{},
+		EffectiveConfig:       h.config(),
+		ConnectionsOpen:       h.Shared.ConnectionsOpen(),
+		HellosInFlight:        h.Shared.HellosInFlight(),
+	}
 	for _, b := range h.backends() {
-		table = append(table, map[string]any{
-			"broker_instance": b.Key.Instance, "service_name": b.Key.Service, "service_version": b.Key.Version,
-			"exe_hash": fmt.Sprintf("%x", b.Key.ExeHash), "pid": b.PID, "backend_pipe": b.Pipe,
-			"started_unix_ms": b.Started.UnixMilli(), "last_active_unix_ms": lastActive(b), "state": state(b), "mode": b.Mode,
+		d.BackendTable = append(d.BackendTable, DumpBackend{
+			BrokerInstance: b.Key.Instance, ServiceName: b.Key.Service, ServiceVersion: b.Key.Version,
+			ExeHash: fmt.Sprintf("%x", b.Key.ExeHash), PID: b.PID, BackendPipe: b.Pipe,
+			StartedUnixMS: b.Started.UnixMilli(), LastActiveUnixMS: lastActive(b), State: state(b), Mode: b.Mode,
 		})
 	}
-	d := map[string]any{
-		"backend_table":           table,
-		"spawn_budgets":           orEmpty(h.Budgets),
-		"recent_lifecycle_events": orEmpty(h.Events),
-		"effective_config":        map[string]any{},
-		"connections_open":        h.Shared.ConnectionsOpen(),
-		"hellos_in_flight":        h.Shared.HellosInFlight(),
+	if h.Budgets != nil {
+		d.SpawnBudgets = append(d.SpawnBudgets, h.Budgets()...)
 	}
-	if h.Config != nil {
-		d["effective_config"] = h.Config()
+	if h.Events != nil {
+		for _, e := range h.Events() {
+			d.RecentLifecycleEvents = append(d.RecentLifecycleEvents, EventOf(e))
+		}
 	}
 	return d
 }
 
-func orEmpty(f func() []any) []any {
-	if f == nil {
-		return []any{}
+// EventOf is the JSON form of a recorded lifecycle event.
+func EventOf(m *wirepb.LifecycleEvent) LifecycleEvent {
+	extra := map[string]string{}
+	for k, v := range m.GetExtra() {
+		extra[k] = v
 	}
-	if v := f(); v != nil {
-		return v
+	return LifecycleEvent{
+		TsMS: m.GetTsMs(), PID: m.GetPid(), ServiceName: m.GetServiceName(), Kind: m.GetKind().String(),
+		Reason: m.GetReason(), Extra: extra, SeverityNumber: m.GetSeverityNumber(),
+		SeverityText: m.GetSeverityText(), RequestID: m.GetRequestId(),
+		ConnectionID: m.GetConnectionId(), BrokerInstance: m.GetBrokerInstance(),
 	}
-	return []any{}
 }
 
 func (h *Handler) backends() []*registry.Backend {
@@ -197,17 +254,6 @@ func state(b *registry.Backend) string {
 		return "running"
 	}
 	return "exited"
-}
-
-func (h *Handler) json(command string, body map[string]any) *wirepb.AdminReply {
-	body["schema_version"] = 1
-	body["command"] = command
-	body["generated_at_unix_ms"] = h.now().UnixMilli()
-	b, err := json.MarshalIndent(body, "", "  ")
-	if err != nil {
-		return text("encode "+command+": "+err.Error()+"\n", 1)
-	}
-	return &wirepb.AdminReply{Kind: wirepb.AdminReplyKind_JSON, Body: string(b) + "\n", ContentType: contentJSON}
 }
 
 func text(body string, exit uint32) *wirepb.AdminReply {

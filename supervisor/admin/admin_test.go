@@ -3,7 +3,8 @@ package admin
 import (
 	"context"
 	"encoding/json"
-	"os"
+	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,87 +14,155 @@ import (
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 
-func TestVerbs(t *testing.T) {
-	shared := serve.NewShared(nil, nil)
+var testNow = time.UnixMilli(1_700_000_000_000)
+
+// fixture is a handler over a registry holding one live registered backend (a real
+// sleeping process watched through its pidfd), one launched backend, and a recorded
+// spawn failure of a version that never came up.
+func fixture(t *testing.T) *Handler {
+	t.Helper()
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	proc, err := registry.WatchPID(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proc.Close() })
 	reg := registry.New()
-	reg.Add(registry.NewBackend(registry.Key{Instance: "private:zc", Service: "zc", Version: "1.0.0"}, "/tmp/be.sock", nil, "registered"))
-	h := &Handler{
-		Instance: "private:zc", Pipe: "/tmp/ctl.sock", Shared: shared, Registry: reg,
+	reg.Add(registry.NewBackend(registry.Key{Instance: "private:zc", Service: "zc", Version: "1.0.0"}, "/tmp/be.sock", proc, "registered"))
+	reg.Add(registry.NewBackend(registry.Key{Instance: "shared", Service: "ln", Version: "2.0.0"}, "/tmp/ln.sock", nil, "launch"))
+	reg.NoteError(registry.Target{Instance: "private:zc", Service: "zc", Version: "1.0.0"}, "probe: connection refused", testNow)
+	reg.NoteError(registry.Target{Instance: "shared", Service: "ln", Version: "3.0.0"}, "spawn: exit status 3", testNow)
+	ok := true
+	return &Handler{
+		Instance: "private:zc", Pipe: "/tmp/ctl.sock", Shared: serve.NewShared(nil, nil), Registry: reg,
 		Metrics: func() (string, error) { return "# EOF\n", nil },
-		Now:     func() time.Time { return time.UnixMilli(1_700_000_000_000) },
-	}
-	for _, tc := range []struct {
-		verb        wirepb.AdminVerb
-		json        bool
-		exit        uint32
-		contentType string
-		body        []string
-	}{
-		{wirepb.AdminVerb_HEALTHZ, false, 0, "text/plain", []string{"ok\n"}},
-		{wirepb.AdminVerb_READYZ, false, 0, "text/plain", []string{"ready\n"}},
-		{wirepb.AdminVerb_STATUS, false, 0, "text/plain", []string{"broker_instance: private:zc\naccepting_hello: true\n"}},
-		{wirepb.AdminVerb_STATUS, true, 0, "application/json", []string{`"schema_version": 1`, `"command": "status"`, `"generated_at_unix_ms": 1700000000000`, `"service_name": "zc"`, `"backend_pipe": "/tmp/be.sock"`, `"connections_open": 0`}},
-		{wirepb.AdminVerb_LIST_INSTANCES, false, 0, "application/json", []string{`"pipe": "/tmp/ctl.sock"`}},
-		{wirepb.AdminVerb_BACKEND_HEALTH, false, 0, "application/json", []string{`"service_version": "1.0.0"`}},
-		{wirepb.AdminVerb_DUMP, false, 0, "application/json", []string{`"backend_table"`, `"spawn_budgets"`, `"recent_lifecycle_events"`, `"effective_config"`}},
-		{wirepb.AdminVerb_CONFIG, false, 0, "application/json", []string{`"values"`}},
-		{wirepb.AdminVerb_METRICS, false, 0, "application/openmetrics-text", []string{"# EOF\n"}},
-		{wirepb.AdminVerb_SHUTDOWN, false, 0, "text/plain", []string{"broker shutting down\n"}},
-		{wirepb.AdminVerb(99), false, 2, "text/plain", []string{"unsupported admin verb\n"}},
-	} {
-		r := h.Serve(context.Background(), &wirepb.AdminRequest{Verb: tc.verb, Json: tc.json})
-		if r.ExitCode != tc.exit || r.ContentType != tc.contentType {
-			t.Errorf("%s: exit %d type %q", tc.verb, r.ExitCode, r.ContentType)
-		}
-		for _, want := range tc.body {
-			if !strings.Contains(r.Body, want) {
-				t.Errorf("%s: body lacks %q:\n%s", tc.verb, want, r.Body)
+		Config: func() EffectiveConfig {
+			return EffectiveConfig{
+				Broker:   map[string]ConfigValue{"log_level": {"info", "default"}},
+				Services: map[string]map[string]ConfigValue{"zc": {"mode": {"registered", "config-file"}}},
+				Protocol: map[string]ConfigValue{"framing_version": {1, "protocol-v1"}},
 			}
-		}
-		if tc.contentType == "application/json" && !json.Valid([]byte(r.Body)) {
-			t.Errorf("%s: invalid JSON", tc.verb)
-		}
-	}
-	shared.Drain()
-	if r := h.Serve(context.Background(), &wirepb.AdminRequest{Verb: wirepb.AdminVerb_READYZ}); r.Body != "not ready\n" || r.ExitCode != 1 {
-		t.Fatalf("readyz while draining: %q %d", r.Body, r.ExitCode)
+		},
+		Events: func() []*wirepb.LifecycleEvent {
+			return []*wirepb.LifecycleEvent{{TsMs: 1_700_000_000_123, Pid: 42, ServiceName: "ln", Kind: wirepb.EventKind_DIED_CRASH,
+				Reason: "exit status 3", Extra: map[string]string{"version": "2.0.0"}, SeverityNumber: 17, SeverityText: "ERROR"}}
+		},
+		Budgets: func() []SpawnBudget {
+			return []SpawnBudget{{BrokerInstance: "shared", ServiceName: "ln", ServiceVersion: "3.0.0", AttemptsUsed: 3, RetryAfterMS: 900}}
+		},
+		Reload: func() ReloadStatus {
+			return ReloadStatus{Attempts: 1, OK: &ok, AtUnixMS: 1_700_000_000_000, Plan: []string{"unchanged zc"}}
+		},
+		Services: func() []ServiceStatus {
+			return []ServiceStatus{
+				{Name: "zc", Mode: "registered", Socket: "/tmp/ctl.sock", Instance: "private:zc", State: StateServing, Hellos: 5, Refusals: 1},
+				{Name: "*", Mode: "launch", Socket: "/tmp/any.sock", Instance: "shared", State: StateBinding, Reason: "address in use"},
+			}
+		},
+		Now: func() time.Time { return testNow },
 	}
 }
 
-func TestVerbByName(t *testing.T) {
-	for name, want := range map[string]wirepb.AdminVerb{
-		"status": wirepb.AdminVerb_STATUS, "backend-health": wirepb.AdminVerb_BACKEND_HEALTH,
-		"list-instances": wirepb.AdminVerb_LIST_INSTANCES, "SHUTDOWN": wirepb.AdminVerb_SHUTDOWN,
+// keys lists the keys of the JSON object at path (dot-separated; a number picks an
+// array element) in a reply body.
+func keys(t *testing.T, body, path string) []string {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal([]byte(body), &v); err != nil {
+		t.Fatalf("invalid JSON: %v\n%s", err, body)
+	}
+	for _, p := range strings.Split(path, ".") {
+		if p == "" {
+			continue
+		}
+		switch x := v.(type) {
+		case map[string]any:
+			v = x[p]
+		case []any:
+			i := int(p[0] - '0')
+			if i >= len(x) {
+				t.Fatalf("%s: index %d of %d", path, i, len(x))
+			}
+			v = x[i]
+		}
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		t.Fatalf("%s is %T, not an object:\n%s", path, v, body)
+	}
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+var envelope = []string{"command", "generated_at_unix_ms", "schema_version"}
+
+// The JSON keys are exactly those v1 clients read (plus ours, named here), at every level.
+func TestReplyKeys(t *testing.T) {
+	h := fixture(t)
+	for _, tc := range []struct {
+		verb wirepb.AdminVerb
+		path string
+		want []string
+	}{
+		{wirepb.AdminVerb_STATUS, "", append([]string{"accepting_hello", "backends", "broker_instance", "broker_pid", "config_reload", "connections_open", "fd_pressure", "services", "uptime_seconds"}, envelope...)},
+		{wirepb.AdminVerb_STATUS, "fd_pressure", []string{"demoted"}},
+		{wirepb.AdminVerb_STATUS, "backends.0", []string{"backend_pipe", "instance", "last_active_unix_ms", "mode", "pid", "service_name", "service_version", "started_unix_ms", "state"}},
+		{wirepb.AdminVerb_STATUS, "config_reload", []string{"at_unix_ms", "attempts", "ok", "plan"}},
+		{wirepb.AdminVerb_STATUS, "services.1", []string{"backends", "connections_open", "hellos", "instance", "mode", "name", "reason", "refusals", "socket", "state"}},
+		{wirepb.AdminVerb_LIST_INSTANCES, "", append([]string{"instances"}, envelope...)},
+		{wirepb.AdminVerb_LIST_INSTANCES, "instances.0", []string{"broker_instance", "pid", "pipe", "state"}},
+		{wirepb.AdminVerb_BACKEND_HEALTH, "", append([]string{"backends", "service_name"}, envelope...)},
+		{wirepb.AdminVerb_BACKEND_HEALTH, "backends.0", []string{"last_error", "last_hello_unix_ms", "pid", "service_name", "service_version", "state"}},
+		{wirepb.AdminVerb_DUMP, "", append([]string{"backend_table", "connections_open", "effective_config", "hellos_in_flight", "recent_lifecycle_events", "spawn_budgets"}, envelope...)},
+		{wirepb.AdminVerb_DUMP, "backend_table.0", []string{"backend_pipe", "broker_instance", "exe_hash", "last_active_unix_ms", "mode", "pid", "service_name", "service_version", "started_unix_ms", "state"}},
+		{wirepb.AdminVerb_DUMP, "spawn_budgets.0", []string{"attempts_used", "broker_instance", "in_flight", "remaining", "retry_after_ms", "service_name", "service_version"}},
+		{wirepb.AdminVerb_DUMP, "recent_lifecycle_events.0", []string{"broker_instance", "connection_id", "extra", "kind", "pid", "reason", "request_id", "service_name", "severity_number", "severity_text", "ts_ms"}},
+		{wirepb.AdminVerb_DUMP, "effective_config", []string{"broker", "protocol", "services"}},
+		{wirepb.AdminVerb_CONFIG, "", append([]string{"values"}, envelope...)},
+		{wirepb.AdminVerb_CONFIG, "values.broker.log_level", []string{"source", "value"}},
+		{wirepb.AdminVerb_DIAGNOSE, "", append([]string{"bundle", "status"}, envelope...)},
+		{wirepb.AdminVerb_DIAGNOSE, "bundle", []string{"contents", "written"}},
 	} {
-		if got, ok := VerbByName(name); !ok || got != want {
-			t.Errorf("VerbByName(%q) = %v, %v", name, got, ok)
-		}
-	}
-	for _, bad := range []string{"", "nope", "admin-verb-unspecified"} {
-		if _, ok := VerbByName(bad); ok {
-			t.Errorf("VerbByName(%q) accepted", bad)
+		r := h.Serve(context.Background(), &wirepb.AdminRequest{Verb: tc.verb, Json: true})
+		want := slices.Sorted(slices.Values(tc.want))
+		if got := keys(t, r.Body, tc.path); !slices.Equal(got, want) {
+			t.Errorf("%s %q keys:\n got  %v\n want %v", tc.verb, tc.path, got, want)
 		}
 	}
 }
 
-func TestDiagnoseWritesBundle(t *testing.T) {
-	h := &Handler{Instance: "shared", Shared: serve.NewShared(nil, nil), Registry: registry.New(),
-		Metrics: func() (string, error) { return "# EOF\n", nil }}
-	path := t.TempDir() + "/bundle.json"
-	r := h.Serve(context.Background(), &wirepb.AdminRequest{Verb: wirepb.AdminVerb_DIAGNOSE, OutputPath: path})
-	if r.ExitCode != 0 || !strings.Contains(r.Body, `"written": true`) {
-		t.Fatalf("diagnose: %d %s", r.ExitCode, r.Body)
+// Keys come out sorted at every level and the envelope carries the verb's v1 name.
+func TestEncodeSortsKeys(t *testing.T) {
+	b, err := Encode("backend_health", 7, BackendHealthReply{ServiceName: "zc", Backends: []BackendHealth{{ServiceVersion: "1", PID: 3, State: "down", LastError: "x"}}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	b, err := os.ReadFile(path)
-	if err != nil || !json.Valid(b) || !strings.Contains(string(b), `"metrics": "# EOF\n"`) {
-		t.Fatalf("bundle: %v %s", err, b)
-	}
-	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
-		t.Fatalf("bundle mode %v", fi.Mode())
-	}
-	for _, bad := range []string{path, "relative.json"} { // existing file, relative path
-		if r := h.Serve(context.Background(), &wirepb.AdminRequest{Verb: wirepb.AdminVerb_DIAGNOSE, OutputPath: bad}); r.ExitCode != 1 {
-			t.Errorf("diagnose to %q: exit %d %s", bad, r.ExitCode, r.Body)
-		}
+	want := `{
+  "backends": [
+    {
+      "last_error": "x",
+      "last_hello_unix_ms": 0,
+      "pid": 3,
+      "service_name": "",
+      "service_version": "1",
+      "state": "down"
+    }
+  ],
+  "command": "backend_health",
+  "generated_at_unix_ms": 7,
+  "schema_version": 1,
+  "service_name": "zc"
+}
+`
+	if string(b) != want {
+		t.Fatalf("got\n%s\nwant\n%s", b, want)
 	}
 }

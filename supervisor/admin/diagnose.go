@@ -12,36 +12,47 @@ import (
 // bundleContents is what a diagnose bundle holds.
 var bundleContents = []string{"status", "dump", "config", "metrics"}
 
+// diagnoseBundle is the file DIAGNOSE writes.
+type diagnoseBundle struct {
+	SchemaVersion     int              `json:"schema_version"`
+	GeneratedAtUnixMS int64            `json:"generated_at_unix_ms"`
+	Status            StatusReply      `json:"status"`
+	Dump              DumpReply        `json:"dump"`
+	Config            *EffectiveConfig `json:"config,omitempty"`
+	Metrics           string           `json:"metrics,omitempty"`
+}
+
 // diagnose describes the bundle and, when output_path is given, writes it there (ours:
 // v1 only describes it): one JSON file, mode 0600, never replacing an existing file.
 func (h *Handler) diagnose(outputPath string) *wirepb.AdminReply {
-	desc := map[string]any{"written": false, "contents": bundleContents}
+	r := DiagnoseReply{Bundle: Bundle{Contents: bundleContents}, Status: h.status()}
 	if outputPath != "" {
 		n, err := h.writeBundle(outputPath)
 		if err != nil {
 			return text(fmt.Sprintf("diagnose: %v\n", err), 1)
 		}
-		desc["written"], desc["path"], desc["bytes"] = true, outputPath, n
+		r.Bundle.Written, r.Bundle.Path, r.Bundle.Bytes = true, outputPath, n
 	}
-	return h.json("diagnose", map[string]any{"bundle": desc, "status": h.status()})
+	return h.json("diagnose", r)
 }
 
 func (h *Handler) writeBundle(path string) (int, error) {
 	if !filepath.IsAbs(path) {
 		return 0, fmt.Errorf("output_path %q must be absolute", path)
 	}
-	bundle := map[string]any{
-		"schema_version":       1,
-		"generated_at_unix_ms": h.now().UnixMilli(),
-		"status":               h.status(),
-		"dump":                 h.dump(),
+	bundle := diagnoseBundle{
+		SchemaVersion:     1,
+		GeneratedAtUnixMS: h.now().UnixMilli(),
+		Status:            h.status(),
+		Dump:              h.dump(),
 	}
 	if h.Config != nil {
-		bundle["config"] = h.Config()
+		c := h.Config()
+		bundle.Config = &c
 	}
 	if h.Metrics != nil {
 		if m, err := h.Metrics(); err == nil {
-			bundle["metrics"] = m
+			bundle.Metrics = m
 		}
 	}
 	b, err := json.MarshalIndent(bundle, "", "  ")

@@ -177,6 +177,7 @@ func (b *Backend) Run(ctx context.Context) error {
 		be, err := b.verify(ctx)
 		if err != nil {
 			if msg := err.Error(); msg != lastErr {
+				b.o.Registry.NoteError(registry.Target{Instance: b.o.Instance, Service: b.o.Service, Version: b.o.Version}, msg, time.Now())
 				log.Warn().Err(err).Str("endpoint", b.o.Endpoint).Msg("registered backend is not available; re-probing")
 				lastErr = msg
 			}

@@ -29,8 +29,6 @@ type Backend struct {
 
 	proc      *Proc
 	lastHello atomic.Int64 // unix ms
-	lastErrMu sync.Mutex
-	lastErr   string
 }
 
 // NewBackend builds an entry watched through proc (may be nil: liveness then unknown,
@@ -61,28 +59,18 @@ func (b *Backend) LastHello() time.Time {
 	return time.UnixMilli(ms)
 }
 
-// SetLastError records the last problem seen with the backend.
-func (b *Backend) SetLastError(s string) {
-	b.lastErrMu.Lock()
-	b.lastErr = s
-	b.lastErrMu.Unlock()
-}
-
-// LastError returns the last problem recorded.
-func (b *Backend) LastError() string {
-	b.lastErrMu.Lock()
-	defer b.lastErrMu.Unlock()
-	return b.lastErr
-}
-
 // Registry is safe for concurrent use; the lock is held only for map operations.
 type Registry struct {
 	mu sync.RWMutex
 	m  map[Key]*Backend
+
+	faults faults
 }
 
 // New returns an empty registry.
-func New() *Registry { return &Registry{m: make(map[Key]*Backend)} }
+func New() *Registry {
+	return &Registry{m: make(map[Key]*Backend), faults: faults{m: map[Target]Fault{}}}
+}
 
 // Add registers b, replacing any entry with the same key.
 func (r *Registry) Add(b *Backend) {
@@ -124,18 +112,6 @@ func (r *Registry) Lookup(instance, service, version string) *Backend {
 		}
 	}
 	return best
-}
-
-// Get returns the exact entry for key if it is alive.
-func (r *Registry) Get(k Key) *Backend {
-	r.mu.RLock()
-	b := r.m[k]
-	r.mu.RUnlock()
-	if b != nil && !b.Alive() {
-		r.Remove(b)
-		return nil
-	}
-	return b
 }
 
 // List returns every entry, sorted by service, version and start time.

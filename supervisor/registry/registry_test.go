@@ -65,8 +65,8 @@ func TestRemoveOnlyCurrentEntry(t *testing.T) {
 	if r.Remove(old) {
 		t.Fatal("removing a replaced entry must not drop its successor")
 	}
-	if got := r.Get(k); got != cur {
-		t.Fatalf("Get = %v, want the current entry", got)
+	if got := r.List(); len(got) != 1 || got[0] != cur {
+		t.Fatalf("List = %v, want only the current entry", got)
 	}
 }
 
