@@ -1,11 +1,12 @@
 // Package registered routes Hellos to a backend that runs on its own at a known endpoint.
 // The backend is verified when first seen and whenever it was found dead; while it is
-// down, Hellos are refused with BACKEND_SPAWN_FAILED and the endpoint is re-probed with
-// backoff.
+// down, Hellos are refused with BACKEND_SPAWN_FAILED and the endpoint is re-probed with a
+// short backoff, so a backend started after the broker is noticed within a second.
 package registered
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/rpbroker/broker/internal/backoff"
+	"github.com/rpbroker/broker/internal/logfield"
 	"github.com/rpbroker/broker/supervisor/handoff"
 	"github.com/rpbroker/broker/supervisor/registry"
 	"github.com/rpbroker/broker/supervisor/serve"
@@ -46,7 +49,8 @@ type Options struct {
 	Registry *registry.Registry
 	Hasher   *identity.Hasher
 	Log      zerolog.Logger
-	// MinBackoff and MaxBackoff bound the re-probe interval while the backend is down.
+	// MinBackoff and MaxBackoff bound the re-probe interval while the backend is down
+	// (defaults 20ms and 500ms).
 	MinBackoff, MaxBackoff time.Duration
 }
 
@@ -57,7 +61,16 @@ type Backend struct {
 	cur  atomic.Pointer[registry.Backend]
 	kick chan struct{}
 	disp *handoff.Dispatcher // nil without a handoff endpoint
+	// probed is closed once the first probe has answered, whatever the answer, or Run
+	// has returned: readiness (sd_notify READY=1) waits for it, never for a live backend.
+	probed     chan struct{}
+	probedOnce sync.Once
 }
+
+// Probed is closed once the first probe has answered (up or down) or Run has returned.
+func (b *Backend) Probed() <-chan struct{} { return b.probed }
+
+func (b *Backend) markProbed() { b.probedOnce.Do(func() { close(b.probed) }) }
 
 // New returns a Backend; call Run to start verifying it.
 func New(o Options) *Backend {
@@ -65,7 +78,10 @@ func New(o Options) *Backend {
 		o.MinBackoff = 20 * time.Millisecond
 	}
 	if o.MaxBackoff <= 0 {
-		o.MaxBackoff = 2 * time.Second
+		// A backend started after the broker must be noticed within a second of its
+		// endpoint appearing. A probe of an absent endpoint is one failed connect(2), so
+		// two a second per backend that is down cost nothing worth a longer wait.
+		o.MaxBackoff = 500 * time.Millisecond
 	}
 	if o.Verify == "" {
 		o.Verify = VerifyProbe
@@ -73,7 +89,7 @@ func New(o Options) *Backend {
 	if o.Hasher == nil {
 		o.Hasher = &identity.Hasher{}
 	}
-	b := &Backend{o: o, kick: make(chan struct{}, 1)}
+	b := &Backend{o: o, kick: make(chan struct{}, 1), probed: make(chan struct{})}
 	if o.HandoffEndpoint != "" {
 		ho := o.Handoff
 		ho.Endpoint = o.HandoffEndpoint
@@ -166,26 +182,32 @@ func (b *Backend) nudge() {
 func (b *Backend) Run(ctx context.Context) error {
 	log := b.o.Log
 	defer b.clear()
+	defer b.markProbed()
 	if b.disp != nil {
 		var wg sync.WaitGroup
 		defer wg.Wait()
 		wg.Go(func() { b.disp.Run(ctx) })
 	}
-	backoff := time.Duration(0)
+	retry := backoff.New(backoff.Policy{Initial: b.o.MinBackoff, Max: b.o.MaxBackoff, Jitter: 0.1})
 	var lastErr string
 	for ctx.Err() == nil {
 		be, err := b.verify(ctx)
+		b.markProbed()
 		if err != nil {
+			wait := retry.Next()
 			if msg := err.Error(); msg != lastErr {
 				b.o.Registry.NoteError(registry.Target{Instance: b.o.Instance, Service: b.o.Service, Version: b.o.Version}, msg, time.Now())
-				log.Warn().Err(err).Str("endpoint", b.o.Endpoint).Msg("registered backend is not available; re-probing")
+				downEvent(log, err).Err(err).Str("endpoint", b.o.Endpoint).Str("retry_in", logfield.Dur(wait)).
+					Msg("registered backend is not available; re-probing")
 				lastErr = msg
+			} else {
+				log.Debug().Err(err).Str("retry_in", logfield.Dur(wait)).Msg("registered backend probe failed")
 			}
-			backoff = min(max(2*backoff, b.o.MinBackoff), b.o.MaxBackoff)
-			b.wait(ctx, backoff)
+			b.wait(ctx, wait)
 			continue
 		}
-		backoff, lastErr = 0, ""
+		retry.Reset()
+		lastErr = ""
 		b.cur.Store(be)
 		b.o.Registry.Add(be)
 		if b.disp != nil {
@@ -196,10 +218,21 @@ func (b *Backend) Run(ctx context.Context) error {
 		b.watch(ctx, be)
 		b.clear()
 		if ctx.Err() == nil {
-			log.Warn().Int("pid", be.PID).Str("event", "backend_down").Msg("registered backend exited")
+			log.Info().Int("pid", be.PID).Str("endpoint", b.o.Endpoint).Str("event", "backend_down").Msg("registered backend exited")
 		}
 	}
 	return nil
+}
+
+// downEvent picks the level of a new probe failure: a backend that is not running (the
+// endpoint is absent or refuses) is the ordinary state of a registered backend between
+// runs, at info; anything else (a foreign user's listener, a wrong identity, no answer)
+// is a misconfiguration or a sick backend, at warn.
+func downEvent(log zerolog.Logger, err error) *zerolog.Event {
+	if errors.Is(err, identity.ErrUnreachable) {
+		return log.Info()
+	}
+	return log.Warn()
 }
 
 func (b *Backend) clear() {

@@ -545,6 +545,7 @@ func TestBackendVanishes(t *testing.T) {
 				t.Fatalf("dead backend pid %d still current", cur.PID)
 			}
 			testutil.WaitFor(t, "backend_down in the log", func() bool { return e.events(t, "backend_down") == 1 })
+			e.wantLevel(t, "event", "backend_down", "info")
 			e.wantRefused(t, version)
 
 			second := tc.start(t, dir)
