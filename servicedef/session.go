@@ -102,7 +102,7 @@ func (l *Loader) scan(tr *retrier) error {
 	})
 	if ok {
 		if lasted, n := tr.ok(); n > 0 {
-			l.log.Info().Str("dir", l.dir).Dur("lasted", lasted).Int("failures", n).Msg("servicedef directory readable again; definitions rescanned")
+			l.log.Info().Str("dir", l.dir).Stringer("lasted", lasted.Round(time.Millisecond)).Int("failures", n).Msg("servicedef directory readable again; definitions rescanned")
 		}
 	}
 	return err

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"fmt"
 
+	"github.com/rpbroker/broker/internal/logfield"
 	"github.com/rpbroker/broker/servicedef"
 	"github.com/rpbroker/broker/supervisor/events"
 	"github.com/rpbroker/broker/supervisor/serve"
@@ -55,7 +56,7 @@ func (o observer) HelloDone(h serve.HelloOutcome) {
 	o.s.board.helloDone(o.s.config(), h)
 	if h.Code == wirepb.ErrorCode_ERROR_CODE_UNSPECIFIED {
 		o.s.log.Debug().Str("service", h.Service).Str("version", h.Version).Str("request_id", h.RequestID).
-			Uint64("connection_id", h.ConnectionID).Dur("took", h.Duration).Str("event", "hello_accepted").Msg("negotiated")
+			Uint64("connection_id", h.ConnectionID).Str("took", logfield.Dur(h.Duration)).Str("event", "hello_accepted").Msg("negotiated")
 		return
 	}
 	if h.Framing {

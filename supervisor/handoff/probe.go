@@ -104,7 +104,7 @@ func (d *Dispatcher) dialSpare(ctx context.Context, expect int) (*spare, error) 
 		return nil, ctx.Err()
 	}
 	d.markV1(s.pid, expect)
-	d.o.Log.Info().Err(err).Int("pid", s.pid).Str("endpoint", d.o.Endpoint).Dur("reprobe_after", d.o.Reprobe).
+	d.o.Log.Info().Err(err).Int("pid", s.pid).Str("endpoint", d.o.Endpoint).Stringer("reprobe_after", d.o.Reprobe).
 		Msg("handoff backend answered as v1: no early data or write-ahead; its spares are dialled plainly until a later probe")
 	return d.dial(ctx, expect)
 }
