@@ -192,7 +192,7 @@ func (s *Supervisor) requestShutdown() { s.stopOnce.Do(func() { close(s.shutdown
 func (s *Supervisor) stop(why string) error {
 	grace := s.cfg.Broker.ShutdownGrace
 	deadline := time.Now().Add(grace)
-	s.log.Info().Str("reason", why).Dur("grace", grace).Msg("shutting down")
+	s.log.Info().Str("reason", why).Stringer("grace", grace).Msg("shutting down")
 	s.shared.Drain()
 	s.cancelLauncher()
 	idleCtx, cancel := context.WithDeadline(context.Background(), deadline)
