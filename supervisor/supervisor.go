@@ -66,6 +66,7 @@ type Supervisor struct {
 	runners map[string]*runner
 	loader  *task.Task // the servicedef loader and the goroutine applying its changes
 	launch  *launchRun
+	notify  *notifier // sd_notify; off without NOTIFY_SOCKET
 
 	reloads  chan chan ReloadResult
 	shutdown chan struct{}
@@ -137,6 +138,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	s.log.Info().Int("services", len(cfg.Services)).Str("config", cfg.Path).Msg("broker started")
 
+	s.notify = s.startNotifier()
+	defer s.notify.close()
+
 	var g run.Group
 	g.Add(func() error { return s.eventLoop(ctx) }, func(error) { s.requestShutdown() })
 	if s.launch.m != nil {
@@ -160,7 +164,16 @@ func (s *Supervisor) eventLoop(ctx context.Context) error {
 		case <-s.shutdown:
 			return s.stop("admin shutdown")
 		case reply := <-s.reloads:
-			reply <- s.reload()
+			reply <- s.reloadNotified()
+		case <-s.notify.startupC():
+			s.startupStep()
+		case <-s.notify.recheckC():
+			s.startupStep()
+		case <-s.notify.statusC():
+			s.refreshStatus()
+		case <-s.notify.watchdogC():
+			// From the event loop itself: a wedged loop stops the pings and systemd restarts us.
+			s.notify.ping()
 		}
 	}
 }
@@ -193,6 +206,7 @@ func (s *Supervisor) stop(why string) error {
 	grace := s.cfg.Broker.ShutdownGrace
 	deadline := time.Now().Add(grace)
 	s.log.Info().Str("reason", why).Stringer("grace", grace).Msg("shutting down")
+	s.stopping(why, grace)
 	s.shared.Drain()
 	s.cancelLauncher()
 	idleCtx, cancel := context.WithDeadline(context.Background(), deadline)

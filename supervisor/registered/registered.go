@@ -192,8 +192,8 @@ func (b *Backend) Run(ctx context.Context) error {
 	var lastErr string
 	for ctx.Err() == nil {
 		be, err := b.verify(ctx)
-		b.markProbed()
 		if err != nil {
+			b.markProbed()
 			wait := retry.Next()
 			if msg := err.Error(); msg != lastErr {
 				b.o.Registry.NoteError(registry.Target{Instance: b.o.Instance, Service: b.o.Service, Version: b.o.Version}, msg, time.Now())
@@ -210,6 +210,7 @@ func (b *Backend) Run(ctx context.Context) error {
 		lastErr = ""
 		b.cur.Store(be)
 		b.o.Registry.Add(be)
+		b.markProbed()
 		if b.disp != nil {
 			b.disp.Kick() // dial spares to the newly verified backend now
 		}
