@@ -42,7 +42,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if os.Geteuid() == 0 {
 		log.Warn().Msg("running as root: launched backends run as root too; peers must also be root to connect")
 	}
-	sup, err := supervisor.New(supervisor.Options{Load: load, Log: log,
+	sup, err := supervisor.New(supervisor.Options{Load: load, Log: log, Inherited: inheritedListeners(cfg, log),
 		OnBrokerChange: func(old, new config.Broker) {
 			if old.LogFormat == new.LogFormat && old.LogLevel == new.LogLevel {
 				return
