@@ -18,23 +18,31 @@ import (
 // bad framing byte, a record longer than MaxRecordBytes or an undecodable event is an
 // error; the events before it are returned with it.
 func Decode(b []byte) ([]*wirepb.LifecycleEvent, error) {
+	evs, _, err := decodePrefix(b)
+	return evs, err
+}
+
+// decodePrefix is Decode that also says how many bytes the whole records took: a
+// follower keeps the rest until the writer completes it.
+func decodePrefix(b []byte) ([]*wirepb.LifecycleEvent, int, error) {
 	var out []*wirepb.LifecycleEvent
 	r := bytes.NewReader(b)
-	for off := 0; r.Len() > 0; off = len(b) - r.Len() {
+	off := 0
+	for ; r.Len() > 0; off = len(b) - r.Len() {
 		body, err := wire.ReadFrameBody(r, MaxEventBytes)
 		if errors.Is(err, wire.ErrHeaderEOF) || errors.Is(err, wire.ErrBodyEOF) {
-			return out, nil
+			return out, off, nil
 		}
 		if err != nil {
-			return out, fmt.Errorf("record at offset %d: %w", off, err)
+			return out, off, fmt.Errorf("record at offset %d: %w", off, err)
 		}
 		m := new(wirepb.LifecycleEvent)
 		if err := proto.Unmarshal(body, m); err != nil {
-			return out, fmt.Errorf("record at offset %d: decode event: %w", off, err)
+			return out, off, fmt.Errorf("record at offset %d: decode event: %w", off, err)
 		}
 		out = append(out, m)
 	}
-	return out, nil
+	return out, off, nil
 }
 
 // ReadFile reads one log file.
@@ -51,16 +59,29 @@ func ReadFile(path string) ([]*wirepb.LifecycleEvent, error) {
 }
 
 // ReadAll reads the rotated files path.N … path.1 and then path, oldest event first.
-// Missing files are skipped; rotation numbers are probed upwards from 1 until one is absent.
+// Missing files are skipped.
 func ReadAll(path string) ([]*wirepb.LifecycleEvent, error) {
-	files := []string{path}
-	for i := 1; ; i++ {
+	return readFiles(append(rotatedFiles(path), path))
+}
+
+// rotatedFiles lists path.N … path.1, oldest first. Rotation numbers are probed upwards
+// from 1 until two in a row are absent: a rotation in progress renames its files one
+// number up, leaving one gap at a time.
+func rotatedFiles(path string) []string {
+	var files []string
+	for i, gap := 1, 0; gap < 2; i++ {
 		p := path + "." + strconv.Itoa(i)
 		if _, err := os.Stat(p); err != nil {
-			break
+			gap++
+			continue
 		}
+		gap = 0
 		files = append([]string{p}, files...)
 	}
+	return files
+}
+
+func readFiles(files []string) ([]*wirepb.LifecycleEvent, error) {
 	var all []*wirepb.LifecycleEvent
 	for _, p := range files {
 		evs, err := ReadFile(p)
