@@ -37,6 +37,8 @@ func commands() []command {
 		{"reload", "ask the running broker to reload its config", runReload},
 		{"admin", "send one admin verb to a control socket", runAdmin},
 		{"hello", "send one Hello and print Negotiated or the refusal", runHello},
+		{"status", "show every service of the running broker, its backends and counters", runStatus},
+		{"events", "print the lifecycle event log, one line per event; -f follows it", runEvents},
 		{"servicedef", "encode, decode, validate and install .servicedef files", runServicedef},
 		{"doctor", "read-only checks of dirs, modes, sockets, servicedefs and backends", runDoctor},
 		{"version", "print the broker, protocol and framing versions", runVersion},
