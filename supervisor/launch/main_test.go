@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/rpbroker/broker/internal/osthread"
 	"github.com/rpbroker/broker/internal/testutil"
 	"github.com/rpbroker/broker/sdk/backend"
 	"github.com/rpbroker/broker/wire"
@@ -40,6 +41,8 @@ func TestMain(m *testing.M) {
 		os.Exit(runBackend())
 	case "broker":
 		os.Exit(runMiniBroker())
+	case "upgrader":
+		os.Exit(osthread.Main(context.Background(), runUpgrader))
 	}
 	dir, err := os.MkdirTemp("", "launcher-bin")
 	if err == nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/rpbroker/broker/internal/osthread"
 	"github.com/rpbroker/broker/supervisor/registry"
 	"github.com/rpbroker/broker/wire/identity"
 	"github.com/rpbroker/broker/wire/names"
@@ -43,6 +44,10 @@ type Options struct {
 	Now func() time.Time
 	// Environ is the user baseline environment of children; nil means os.Environ().
 	Environ []string
+	// Thread, when set, is the OS thread every child is started from, served by its owner
+	// for longer than any child lives: the broker passes its main thread, the one an
+	// upgrade execs from (see starter.go). Nil: the Manager locks a thread of its own.
+	Thread *osthread.Thread
 }
 
 // Event is one lifecycle event of a launched backend.
@@ -59,8 +64,8 @@ type Event struct {
 
 // Manager launches and supervises backends. Run must be running for Route to spawn.
 type Manager struct {
-	o     Options
-	start chan startReq // to the locked starter thread
+	o      Options
+	thread *osthread.Thread // the starter thread: Options.Thread or the Manager's own
 
 	running chan struct{} // closed when Run starts
 	stopped chan struct{} // closed when Run has stopped every child
@@ -94,9 +99,13 @@ func New(o Options) *Manager {
 	if o.Environ == nil {
 		o.Environ = os.Environ()
 	}
+	thread := o.Thread
+	if thread == nil {
+		thread = osthread.New()
+	}
 	return &Manager{
 		o:        o,
-		start:    make(chan startReq),
+		thread:   thread,
 		running:  make(chan struct{}),
 		stopped:  make(chan struct{}),
 		children: make(map[*child]struct{}),
@@ -125,16 +134,16 @@ func (m *Manager) Run(ctx context.Context) error {
 	threadDone := make(chan struct{})
 	go func() {
 		defer close(threadDone)
-		m.starter(threadStop)
+		if m.o.Thread == nil {
+			m.thread.Serve(threadStop)
+		}
 	}()
 	close(m.running)
 
 	<-ctx.Done()
 	// The starter serialises starts, so once it has set closing no child can appear
 	// behind the snapshot below.
-	done := make(chan struct{})
-	m.start <- startReq{shutdown: true, done: done}
-	<-done
+	m.thread.Do(func() { m.handleStart(&startReq{shutdown: true}) })
 	m.mu.Lock()
 	all := make([]*child, 0, len(m.children))
 	for c := range m.children {
@@ -147,7 +156,8 @@ func (m *Manager) Run(ctx context.Context) error {
 	for _, c := range all {
 		<-c.exited
 	}
-	// Only now may the starter thread exit: its exit fires every child's Pdeathsig.
+	// Only now may the starter thread exit (when it is ours): its exit fires every
+	// child's Pdeathsig.
 	close(threadStop)
 	<-threadDone
 	close(m.stopped)

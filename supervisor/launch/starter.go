@@ -3,7 +3,6 @@ package launch
 import (
 	"context"
 	"errors"
-	"runtime"
 	"time"
 )
 
@@ -11,31 +10,19 @@ import (
 var errClosing = errors.New("broker is shutting down")
 
 // startReq asks the starter thread to start c (or, with shutdown, to refuse all further
-// starts). done is closed when the request has been handled.
+// starts).
 type startReq struct {
 	c        *child
 	shutdown bool
-	done     chan struct{}
 }
 
-// starter runs on one goroutine locked to its OS thread for the Manager's lifetime:
-// PR_SET_PDEATHSIG fires when the *thread* that forked a child exits, and Go retires
-// threads, so every child must be forked from a thread that outlives it. The thread is
-// never unlocked; it exits with the goroutine after every child has been reaped.
-func (m *Manager) starter(stop <-chan struct{}) {
-	runtime.LockOSThread()
-	for {
-		select {
-		case <-stop:
-			return
-		case r := <-m.start:
-			m.handleStart(&r)
-		}
-	}
-}
-
+// handleStart runs on the starter thread (m.thread), one goroutine locked to its OS
+// thread for longer than any child lives: PR_SET_PDEATHSIG fires when the *thread* that
+// forked a child exits, and Go retires threads, so every child must be forked from a
+// thread that outlives it. The broker makes it the main thread, the one an upgrade
+// execs from: an execve from any other thread ends the main thread, so children started
+// there would die, and the new image's main thread is the old one.
 func (m *Manager) handleStart(r *startReq) {
-	defer close(r.done)
 	m.mu.Lock()
 	if r.shutdown {
 		m.closing = true
@@ -71,12 +58,8 @@ func (m *Manager) handleStart(r *startReq) {
 // promptly.
 func (m *Manager) startChild(c *child) error {
 	<-m.running
-	r := startReq{c: c, done: make(chan struct{})}
-	select {
-	case m.start <- r:
-	case <-m.stopped:
-		return errClosing
+	if !m.thread.Do(func() { m.handleStart(&startReq{c: c}) }) {
+		return errClosing // the Manager's own thread has stopped
 	}
-	<-r.done
 	return c.err
 }
