@@ -125,7 +125,14 @@ func (b *Backend) Current() *registry.Backend {
 
 // Route answers a Hello with the backend endpoint when the backend is verified, alive and
 // of the wanted version.
-func (b *Backend) Route(_ context.Context, req *serve.Request) (serve.Route, error) {
+func (b *Backend) Route(ctx context.Context, req *serve.Request) (serve.Route, error) {
+	// A Hello that arrives before the first probe has answered (the one that socket-
+	// activated the broker) waits for it, at most the probe's 500ms, instead of being
+	// refused while the backend may well be up.
+	select {
+	case <-b.probed:
+	case <-ctx.Done():
+	}
 	cur := b.cur.Load()
 	if cur == nil || !cur.Alive() {
 		if cur != nil {
