@@ -5,14 +5,15 @@ import (
 	"net"
 
 	"github.com/rpbroker/broker/config"
-	"github.com/rpbroker/broker/supervisor/serve"
 )
 
 // bindNew binds the control socket of every service a reload adds or moves, before
 // anything running is touched: if one cannot be bound, the listeners bound so far are
 // closed and the error names the service, so the reload fails with the old sockets still
-// serving. A new socket that a service retired by the same reload still holds cannot be
-// bound yet; it is left out of the map and bound once that service has stopped.
+// serving. A socket handed over for the path (Options.Inherited) is used instead of a
+// bind, and a missing directory is created only where the broker may (preflight.Ensure),
+// exactly as at start. A new socket that a service retired by the same reload still holds
+// cannot be bound yet; it is left out of the map and bound once that service has stopped.
 func (s *Supervisor) bindNew(plan config.Plan) (map[string]*net.UnixListener, error) {
 	retiring := map[string]bool{}
 	for _, svc := range plan.Removed {
@@ -26,18 +27,30 @@ func (s *Supervisor) bindNew(plan config.Plan) (map[string]*net.UnixListener, er
 		}
 	}
 	bound := make(map[string]*net.UnixListener, len(want))
+	socketOf := make(map[string]string, len(want))
 	for _, svc := range want {
 		if retiring[svc.Socket] {
 			continue
 		}
-		ln, err := serve.Listen(svc.Socket)
+		ln, err := s.listen(svc.Socket, s.cfg.Broker.RuntimeDir)
 		if err != nil {
-			for _, l := range bound {
-				l.Close()
+			for name, l := range bound {
+				s.unbind(socketOf[name], l)
 			}
 			return nil, fmt.Errorf("service %q: cannot bind its new control socket: %w", svc.Name, err)
 		}
 		bound[svc.Name] = ln
+		socketOf[svc.Name] = svc.Socket
 	}
 	return bound, nil
+}
+
+// unbind gives back a listener a failed reload bound: a handed-over one returns to the
+// inherited set (still listening, for a later reload), one we bound is closed.
+func (s *Supervisor) unbind(path string, ln *net.UnixListener) {
+	if s.o.Inherited[path] == ln {
+		s.inherited[path] = ln
+		return
+	}
+	ln.Close()
 }

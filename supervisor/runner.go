@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,9 @@ type runner struct {
 	backend *backendRun // registered backend verifier, or nil
 	// bindErr is why the socket is not bound while the serve goroutine retries, for status.
 	bindErr atomic.Pointer[string]
+	// runtimeDir is where the runner may create its socket's directory when rebinding
+	// (runtime_dir needs a restart, so it never changes under a runner).
+	runtimeDir string
 }
 
 // backendRun is one registered.Backend with the goroutine that runs it.
@@ -46,7 +50,7 @@ func (b *backendRun) stop() {
 // startRunner starts the goroutine that serves svc on ln, or binds svc.Socket itself
 // when ln is nil.
 func (s *Supervisor) startRunner(svc config.Service, ln *net.UnixListener) *runner {
-	r := &runner{svc: svc, log: s.log.With().Str("service", svc.Name).Logger()}
+	r := &runner{svc: svc, log: s.log.With().Str("service", svc.Name).Logger(), runtimeDir: s.cfg.Broker.RuntimeDir}
 	r.backend = s.startBackend(svc, r.log)
 	set := s.settingsFor(svc, r.backend)
 	r.settings.Store(&set)
@@ -64,12 +68,13 @@ func (s *Supervisor) serve(ctx context.Context, r *runner, svc config.Service, l
 		return
 	}
 	// Permanent bind errors are refused before a runner starts (at start and on reload);
-	// what is left here is transient (EMFILE, ENOMEM, a socket removed from under us).
+	// what is left here is transient (EMFILE, ENOMEM), or a socket removed from under us
+	// whose path is now taken.
 	retry := backoff.New(backoff.Policy{Initial: 100 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.1, ResetAfter: time.Minute})
 	for ctx.Err() == nil {
 		var err error
 		if ln == nil {
-			ln, err = serve.Listen(svc.Socket)
+			ln, err = bindSocket(svc.Socket, r.runtimeDir)
 		}
 		if err != nil {
 			msg := err.Error()
@@ -95,11 +100,15 @@ func (s *Supervisor) serve(ctx context.Context, r *runner, svc config.Service, l
 		r.loop.Store(loop)
 		r.bindErr.Store(nil)
 		r.log.Info().Str("socket", svc.Socket).Str("mode", svc.Mode).Msg("serving")
-		err = loop.Run(ctx)
+		err = runWatched(ctx, loop, ln, svc.Socket, socketCheckEvery)
 		ln = nil
 		r.loop.Store(nil)
 		if ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, errSocketGone) {
+			r.log.Warn().Err(err).Str("socket", svc.Socket).Msg("control socket removed from under the broker; rebinding")
+			continue
 		}
 		r.log.Error().Err(err).Msg("serve loop stopped; rebinding")
 		s.metrics.loopFailures.WithLabelValues(svc.Name).Inc()

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"sync"
@@ -55,6 +56,9 @@ type Supervisor struct {
 	events   *events.Log // nil when the event log could not be opened
 	pid      int
 	board    statusBoard // per-service state and Hello counts for admin STATUS
+	// inherited holds the handed-over listeners (Options.Inherited) not yet serving a
+	// service; owned by the Run goroutine.
+	inherited map[string]*net.UnixListener
 
 	// state is the config in force and the last reload as readers on any goroutine see
 	// them; the Run goroutine publishes it once a change is whole.
@@ -102,6 +106,10 @@ func New(o Options) (*Supervisor, error) {
 		shutdown: make(chan struct{}),
 	}
 	s.pid = os.Getpid()
+	s.inherited = maps.Clone(o.Inherited)
+	if s.inherited == nil {
+		s.inherited = map[string]*net.UnixListener{}
+	}
 	s.publishConfig(cfg)
 	s.metrics = newMetrics(s)
 	s.shared = serve.NewShared(serve.NewRateLimiter(cfg.Broker.HelloRateLimit, time.Second, nil), observer{s})
@@ -125,6 +133,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	defer cancel()
 	s.ctx = runCtx
 	cfg := s.cfg
+	// Every socket is bound (or its error is transient) before anything else starts.
+	bound, err := s.bindAll(cfg)
+	if err != nil {
+		return err
+	}
 	s.openEvents(cfg.Broker.EventLog)
 	defer func() {
 		if s.events != nil {
@@ -134,9 +147,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.startLoader(cfg.Broker.ServicedefDir)
 	s.newLauncher()
 	for _, svc := range cfg.Services {
-		s.runners[svc.Name] = s.startRunner(svc, nil)
+		s.runners[svc.Name] = s.startRunner(svc, bound[svc.Name])
 	}
-	s.log.Info().Int("services", len(cfg.Services)).Str("config", cfg.Path).Msg("broker started")
+	s.log.Info().Str("version", s.o.Version).Str("config", cfg.Path).Strs("sockets", startedSockets(cfg)).
+		Int("services", len(cfg.Services)).Msg("broker started")
 
 	s.notify = s.startNotifier()
 	defer s.notify.close()

@@ -325,21 +325,6 @@ func TestServicedefDroppedInIsSeenByNextHello(t *testing.T) {
 	}
 }
 
-func TestBindFailureDoesNotStopOtherServices(t *testing.T) {
-	e := newEnv(t)
-	be, _ := startBackend(t, e.dir)
-	blocked := e.sock("blocked")
-	if err := os.WriteFile(blocked, []byte("not a socket"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e.writeConfig(registeredService("ok", "1.0.0", be, e.sock("ok")) +
-		registeredService("blocked", "1.0.0", be, blocked))
-	e.start()
-	testutil.WaitFor(t, "ok to negotiate", negotiates(e.sock("ok"), "ok", "1.0.0"))
-	os.Remove(blocked)
-	testutil.WaitFor(t, "blocked service to bind once its path is free", negotiates(blocked, "blocked", "1.0.0"))
-}
-
 func TestShutdownRemovesSocketsAndRefusesDuringDrain(t *testing.T) {
 	e := newEnv(t)
 	be, _ := startBackend(t, e.dir)

@@ -6,55 +6,41 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"syscall"
-	"time"
 
+	"github.com/rpbroker/broker/supervisor/preflight"
 	"github.com/rpbroker/broker/wire/identity"
-	"github.com/rpbroker/broker/wire/names"
 )
 
-// ErrSocketInUse means a live process answers on the socket path.
-var ErrSocketInUse = errors.New("in use by another process")
+// ErrSocketInUse means a live process answers on the socket path; the error carries its
+// pid (*preflight.InUseError).
+var ErrSocketInUse = preflight.ErrSocketInUse
 
 // PrepareDir creates dir 0700 when missing and refuses one that another user could reach:
-// a symlink, not owned by our euid, or group/other-accessible (v1 rules).
+// a symlink, not owned by our euid, or group/other-accessible (v1 rules). The launcher
+// uses it for the runtime dir, which is the broker's own.
 func PrepareDir(dir string) error {
-	fi, err := os.Lstat(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("create socket directory %s: %w", dir, err)
-		}
-		fi, err = os.Lstat(dir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create socket directory %s: %w", dir, err)
 	}
-	if err != nil {
-		return fmt.Errorf("socket directory %s: %w", dir, err)
-	}
-	if fi.Mode()&os.ModeSymlink != 0 {
-		return fmt.Errorf("socket directory %s is a symlink; point the socket at a real directory", dir)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("socket directory %s is not a directory", dir)
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("socket directory %s is owned by uid %d, not %d; use a directory you own", dir, st.Uid, os.Geteuid())
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return fmt.Errorf("socket directory %s has mode %04o; other users could reach it: chmod 700 %s", dir, fi.Mode().Perm(), dir)
-	}
-	return nil
+	return preflight.CheckDir(dir)
 }
 
-// Listen binds a control socket at path: directory checked, a stale socket reclaimed, a
-// live one refused, file mode 0600. The listener unlinks the path when closed.
+// Listen binds a control socket at path: its directory must exist and be safe
+// (preflight.CheckDir; the supervisor creates the ones it may), a stale socket is
+// reclaimed, a live one refused naming its pid, file mode 0600. The listener unlinks the
+// path when closed.
 func Listen(path string) (*net.UnixListener, error) {
-	if err := names.CheckSocketPath(path); err != nil {
+	if err := preflight.CheckDir(filepath.Dir(path)); err != nil {
+		return nil, fmt.Errorf("socket %s: %w", path, err)
+	}
+	stale, err := preflight.SocketFree(path)
+	if err != nil {
 		return nil, err
 	}
-	if err := PrepareDir(filepath.Dir(path)); err != nil {
-		return nil, err
-	}
-	if err := reclaimStale(path); err != nil {
-		return nil, err
+	if stale {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+		}
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
@@ -66,32 +52,6 @@ func Listen(path string) (*net.UnixListener, error) {
 		return nil, fmt.Errorf("chmod 0600 %s: %w", path, err)
 	}
 	return ln, nil
-}
-
-// reclaimStale removes a socket file nobody listens on; a live listener is refused.
-func reclaimStale(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("stat %s: %w", path, err)
-	}
-	if fi.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("%s exists and is not a socket; remove it or choose another socket path", path)
-	}
-	c, err := net.DialTimeout("unix", path, time.Second)
-	if err == nil {
-		c.Close()
-		return fmt.Errorf("socket %s is %w; stop it or choose another socket path", path, ErrSocketInUse)
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("probe existing socket %s: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove stale socket %s: %w", path, err)
-	}
-	return nil
 }
 
 // Cred is the kernel-verified identity of a socket peer.
