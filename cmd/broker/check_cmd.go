@@ -3,13 +3,13 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
 	"maps"
 	"path/filepath"
 	"slices"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/rpbroker/broker/config"
@@ -31,20 +31,15 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) int {
 
 // check is runCheck with the config's outside inputs injectable for tests.
 func check(args []string, stdout, stderr io.Writer, lo config.LoadOptions) int {
-	fl := flag.NewFlagSet("broker check", flag.ContinueOnError)
-	fl.SetOutput(stderr)
-	fl.Usage = func() { fmt.Fprint(fl.Output(), checkUsage) }
+	fl := newFlagSet("check", strings.TrimPrefix(checkUsage, "usage: broker check "), withStdout(stderr, stdout))
 	var path string
 	fl.StringVar(&path, "c", "", "config file")
 	fl.StringVar(&path, "config", "", "config file")
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, checkUsage)
-			return exitOK
-		}
-		return exitUsage
+	pos, code, ok := parseArgs(fl, args)
+	if !ok {
+		return code
 	}
-	if path == "" || fl.NArg() > 0 {
+	if path == "" || len(pos) > 0 {
 		fmt.Fprint(stderr, "broker check: want exactly -c FILE\n"+checkUsage)
 		return exitUsage
 	}

@@ -12,41 +12,37 @@ import (
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 
-const servicedefUsage = `usage: broker servicedef SUBCOMMAND [flags]
+const servicedefHelp = `TOML keys: service_name, binary_path, isolation = "private"|"shared"|"explicit",
+explicit_instance, per_version_binary_dir, min_version, version_allow_list = [...], [labels].`
 
-subcommands:
-  encode IN.toml -o OUT.servicedef   write the protobuf file described by a TOML file
-  decode FILE [--json]               print a .servicedef as TOML (encode reads it back) or JSON
-  validate FILE...                   check files; exit 1 if any is invalid
-  install --service NAME --binary-path PATH [flags]
-                                     write <dir>/NAME.servicedef atomically (live at once)
-
-TOML keys: service_name, binary_path, isolation = "private"|"shared"|"explicit",
-explicit_instance, per_version_binary_dir, min_version, version_allow_list = [...], [labels].
-
-` + "`broker servicedef SUBCOMMAND --help`" + ` describes its flags.
-`
+// servicedefCommand is the servicedef group of the command table.
+func servicedefCommand() command {
+	return command{name: "servicedef", summary: "encode, decode, validate and install .servicedef files", help: servicedefHelp,
+		sub: func() []command {
+			return []command{
+				{name: "encode", summary: "write the protobuf file described by a TOML file (IN.toml -o OUT.servicedef)", maxArgs: 1,
+					run: func(_ context.Context, args []string, stdout, stderr io.Writer) int {
+						return servicedefEncode(args, stdout, stderr)
+					}},
+				{name: "decode", summary: "print a .servicedef as TOML (encode reads it back) or JSON", maxArgs: 1,
+					run: func(_ context.Context, args []string, stdout, stderr io.Writer) int {
+						return servicedefDecode(args, stdout, stderr)
+					}},
+				{name: "validate", summary: "check files; exit 1 if any is invalid", maxArgs: -1,
+					run: func(_ context.Context, args []string, stdout, stderr io.Writer) int {
+						return servicedefValidate(args, stdout, stderr)
+					}},
+				{name: "install", summary: "write <dir>/NAME.servicedef atomically (live at once)",
+					run: func(_ context.Context, args []string, stdout, stderr io.Writer) int {
+						return servicedefInstall(args, stdout, stderr)
+					}},
+			}
+		}}
+}
 
 func runServicedef(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, servicedefUsage)
-		return exitUsage
-	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, servicedefUsage)
-		return exitOK
-	case "encode":
-		return servicedefEncode(args[1:], stdout, stderr)
-	case "decode":
-		return servicedefDecode(args[1:], stdout, stderr)
-	case "validate":
-		return servicedefValidate(args[1:], stdout, stderr)
-	case "install":
-		return servicedefInstall(args[1:], stdout, stderr)
-	}
-	fmt.Fprintf(stderr, "broker servicedef: unknown subcommand %q; want encode, decode, validate or install\n", args[0])
-	return exitUsage
+	c := servicedefCommand()
+	return runCommand(ctx, &c, c.name, args, stdout, stderr)
 }
 
 func servicedefEncode(args []string, stdout, stderr io.Writer) int {
