@@ -16,7 +16,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	os.Exit(dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(start(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // Exit codes shared by every command.
