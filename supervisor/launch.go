@@ -42,6 +42,7 @@ func (s *Supervisor) newLauncher() {
 		Grace:    min(s.cfg.Broker.ShutdownGrace/2, defaultChildGrace),
 		Events:   s.launchEvent,
 		OnSpawn:  s.metrics.spawnDone,
+		Environ:  childEnviron(),
 	})
 	ctx, cancel := context.WithCancel(s.ctx)
 	s.launch = &launchRun{m: m, ctx: ctx, cancel: cancel}

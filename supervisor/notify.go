@@ -209,3 +209,21 @@ func (s *Supervisor) statusLine() string {
 		return line + ", last reload ok at " + last.At.Format(time.TimeOnly)
 	}
 }
+
+// childEnviron is the broker's environment for launched backends, without the variables
+// systemd addresses to the broker alone: a backend that speaks sd_notify itself must not
+// report as the broker's unit (systemd drops and logs it) nor take over its watchdog.
+func childEnviron() []string { return withoutNotify(os.Environ()) }
+
+func withoutNotify(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		switch name {
+		case "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID":
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -246,4 +247,26 @@ func TestNotifyOff(t *testing.T) {
 	}
 	n.send("READY=1")
 	n.close()
+}
+
+// TestChildEnvironWithoutNotify: launched backends do not get the variables systemd
+// meant for the broker.
+func TestChildEnvironWithoutNotify(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "/run/user/1000/systemd/notify")
+	t.Setenv("WATCHDOG_USEC", "30000000")
+	t.Setenv("WATCHDOG_PID", "42")
+	t.Setenv("BROKER_KEEP", "NOTIFY_SOCKET=x")
+	env := childEnviron()
+	kept := false
+	for _, kv := range env {
+		for _, gone := range []string{"NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID="} {
+			if strings.HasPrefix(kv, gone) {
+				t.Errorf("launched backends would get %s", kv)
+			}
+		}
+		kept = kept || kv == "BROKER_KEEP=NOTIFY_SOCKET=x"
+	}
+	if !kept {
+		t.Error("an unrelated variable was dropped")
+	}
 }
