@@ -6,31 +6,32 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"maps"
-	"path/filepath"
-	"slices"
+	"os"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/rpbroker/broker/config"
 	"github.com/rpbroker/broker/servicedef"
-	"github.com/rpbroker/broker/wire/names"
+	"github.com/rpbroker/broker/supervisor/preflight"
 )
 
 const checkUsage = `usage: broker check -c FILE
 
 Validate FILE and every service definition it references, then print the resolved plan:
 broker settings with their source, and each service with its socket path after defaults.
-Exit 0 when everything is valid, 1 on any error, 2 on a usage error.
+Then make the checks ` + "`broker run`" + ` makes before it serves anything (directories, socket
+paths, definitions, launch binaries). Exit 0 when run would start, 1 naming the path and
+the reason of every problem, 2 on a usage error. A socket a running broker serves is a
+note, not a problem: ` + "`broker reload`" + ` applies the file to that broker.
 `
 
 // runCheck is `broker check`: like `nginx -t`, it starts nothing.
-func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) int {
-	return check(args, stdout, stderr, config.LoadOptions{})
+func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return check(ctx, args, stdout, stderr, config.LoadOptions{})
 }
 
 // check is runCheck with the config's outside inputs injectable for tests.
-func check(args []string, stdout, stderr io.Writer, lo config.LoadOptions) int {
+func check(ctx context.Context, args []string, stdout, stderr io.Writer, lo config.LoadOptions) int {
 	fl := newFlagSet("check", strings.TrimPrefix(checkUsage, "usage: broker check "), withStdout(stderr, stdout))
 	var path string
 	fl.StringVar(&path, "c", "", "config file")
@@ -50,12 +51,25 @@ func check(args []string, stdout, stderr io.Writer, lo config.LoadOptions) int {
 		return exitFailure
 	}
 	printPlan(stdout, cfg)
-	problems := checkServicedefs(stdout, cfg)
-	for _, p := range problems {
-		fmt.Fprintln(stderr, p)
+	printServicedefs(stdout, cfg)
+	problems := 0
+	fmt.Fprintln(stdout, "\nstart-up checks (as `broker run` makes them)")
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	for _, c := range startChecks(ctx, cfg) {
+		switch {
+		case c.Err != nil:
+			problems++
+			fmt.Fprintf(tw, "  %s\tPROBLEM (below)\n", c.What)
+			fmt.Fprintf(stderr, "%s: %v\n", c.What, c.Err)
+		case c.note != "":
+			fmt.Fprintf(tw, "  %s\tnote: %s\n", c.What, c.note)
+		default:
+			fmt.Fprintf(tw, "  %s\tok: %s\n", c.What, c.Path)
+		}
 	}
-	if len(problems) > 0 {
-		fmt.Fprintf(stderr, "%s: %d servicedef problem(s)\n", path, len(problems))
+	tw.Flush()
+	if problems > 0 {
+		fmt.Fprintf(stderr, "%s: %d problem(s); `broker run` would refuse to start\n", path, problems)
 		return exitFailure
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", path)
@@ -98,60 +112,32 @@ func printPlan(w io.Writer, cfg *config.Config) {
 	tw.Flush()
 }
 
-// checkServicedefs decodes and validates the definitions the services reference: the
-// named ones, and every file in the directory when a "*" service serves them all. It
-// prints one line per definition and returns the problems. A missing definition is not an
-// error: the directory is watched, so it can be installed while the broker runs.
-func checkServicedefs(w io.Writer, cfg *config.Config) []string {
+// printServicedefs lists the definitions the services reference (preflight.Servicedefs):
+// the named ones, and every file in the directory when a "*" service serves them all. A
+// missing definition is not an error: the directory is watched, so it can be installed
+// while the broker runs. Problems are reported with the start-up checks.
+func printServicedefs(w io.Writer, cfg *config.Config) {
 	dir := cfg.Broker.ServicedefDir
 	fmt.Fprintf(w, "\nservicedefs in %s\n", dir)
-	switch err := servicedef.CheckDir(dir); {
-	case errors.Is(err, fs.ErrNotExist):
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
 		fmt.Fprintf(w, "  (directory missing: the broker creates it, mode 0700, at start)\n")
-	case err != nil:
-		return []string{err.Error()}
-	}
-	launched := map[string]bool{} // every referenced service -> some launch service serves it
-	for _, s := range cfg.Services {
-		if s.Name != config.AnyService {
-			launched[s.Name] = launched[s.Name] || s.Mode == config.ModeLaunch
-			continue
-		}
-		files, err := filepath.Glob(filepath.Join(dir, "*"+servicedef.Ext))
-		if err != nil {
-			return []string{fmt.Sprintf("servicedef dir %s: %v", dir, err)}
-		}
-		for _, f := range files {
-			if stem := servicedef.Stem(f); names.ValidService(stem) {
-				launched[stem] = true
-			} else {
-				fmt.Fprintf(w, "  %s: ignored, the name is not <service>%s\n", filepath.Base(f), servicedef.Ext)
-			}
-		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	defer tw.Flush()
-	var problems []string
-	for _, name := range slices.Sorted(maps.Keys(launched)) {
-		p := filepath.Join(dir, name+servicedef.Ext)
-		def, err := servicedef.Load(p)
+	for _, d := range preflight.Servicedefs(cfg) {
 		switch {
-		case errors.Is(err, fs.ErrNotExist) && !launched[name]:
-			fmt.Fprintf(tw, "  %s\tnot installed: optional for a registered service (no version policy)\n", name)
-			continue
-		case errors.Is(err, fs.ErrNotExist):
-			fmt.Fprintf(tw, "  %s\tnot installed: Hellos for it get SERVICE_UNKNOWN until %s exists\n", name, p)
-			continue
-		case err != nil:
-			problems = append(problems, err.Error())
-			fmt.Fprintf(tw, "  %s\tINVALID (below)\n", name)
-			continue
+		case d.Ignored:
+			fmt.Fprintf(tw, "  %s\tignored, the name is not <service>%s\n", d.Name, servicedef.Ext)
+		case d.Missing && !d.Launch:
+			fmt.Fprintf(tw, "  %s\tnot installed: optional for a registered service (no version policy)\n", d.Name)
+		case d.Missing:
+			fmt.Fprintf(tw, "  %s\tnot installed: Hellos for it get SERVICE_UNKNOWN until %s exists\n", d.Name, d.Path)
+		case d.Err != nil:
+			fmt.Fprintf(tw, "  %s\tINVALID (below)\n", d.Name)
+		case d.Launch:
+			fmt.Fprintf(tw, "  %s\tok: %s, binary %s\n", d.Name, d.Def.GetIsolation(), d.Binary)
+		default:
+			fmt.Fprintf(tw, "  %s\tok: %s\n", d.Name, d.Def.GetIsolation())
 		}
-		note := ""
-		if launched[name] && def.GetPerVersionBinaryDir() == "" {
-			note = "; note: launch mode needs per_version_binary_dir, spawns will fail"
-		}
-		fmt.Fprintf(tw, "  %s\tok: %s, binary %s%s\n", name, def.GetIsolation(), def.GetBinaryPath(), note)
 	}
-	return problems
 }

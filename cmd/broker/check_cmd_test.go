@@ -23,7 +23,11 @@ func checkFixture(t *testing.T, services string) (cfgPath, defDir string) {
 	if err := os.Mkdir(defDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	cfgPath = filepath.Join(dir, "broker.toml")
+	services = strings.ReplaceAll(services, "DIR", dir)
 	body := "[broker]\nservicedef_dir = \"" + defDir + "\"\nruntime_dir = \"" + dir + "\"\n\n" + services
 	if err := os.WriteFile(cfgPath, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
@@ -45,22 +49,29 @@ func writeDef(t *testing.T, dir, file string, def *wirepb.ServiceDefinition) {
 const twoServices = `[[service]]
 name = "echo"
 mode = "registered"
-socket = "/tmp/rpb-check-echo.sock"
+socket = "DIR/echo.sock"
 version = "1.0.0"
-backend_endpoint = "/tmp/rpb-check-echo-be.sock"
-handoff_endpoint = "/tmp/rpb-check-echo-ho.sock"
+backend_endpoint = "DIR/echo-be.sock"
+handoff_endpoint = "DIR/echo-ho.sock"
 
 [[service]]
 name = "*"
 mode = "launch"
-socket = "/tmp/rpb-check-shared.sock"
+socket = "DIR/shared.sock"
 max_connections = 1024
 `
 
 func TestRunCheck(t *testing.T) {
-	goodDef := func(name string) *wirepb.ServiceDefinition {
-		return &wirepb.ServiceDefinition{ServiceName: name, BinaryPath: "/usr/bin/" + name,
-			PerVersionBinaryDir: "/opt/" + name, Isolation: wirepb.BrokerIsolation_PRIVATE_BROKER}
+	// goodDef's binary is a real executable under its per_version_binary_dir.
+	goodDef := func(t *testing.T, defDir, name string) *wirepb.ServiceDefinition {
+		bin := filepath.Join(filepath.Dir(defDir), "bin")
+		exe := filepath.Join(bin, "1.0.0", name)
+		os.MkdirAll(filepath.Dir(exe), 0o700)
+		if err := os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		return &wirepb.ServiceDefinition{ServiceName: name, BinaryPath: exe,
+			PerVersionBinaryDir: bin, Isolation: wirepb.BrokerIsolation_PRIVATE_BROKER}
 	}
 	for _, tc := range []struct {
 		name       string
@@ -79,27 +90,28 @@ func TestRunCheck(t *testing.T) {
 		{name: "missing file", args: func(c string) []string { return []string{"-c", c + ".nope"} }, code: 1, stderr: []string{"broker.toml.nope"}},
 		{name: "plan with servicedefs", code: 0,
 			setup: func(t *testing.T, d string) {
-				writeDef(t, d, "echo.servicedef", goodDef("echo"))
-				writeDef(t, d, "zccache.servicedef", goodDef("zccache"))
+				writeDef(t, d, "echo.servicedef", goodDef(t, d, "echo"))
+				writeDef(t, d, "zccache.servicedef", goodDef(t, d, "zccache"))
 			},
 			stdout: []string{
-				"socket            /tmp/rpb-check-echo.sock",
-				"backend_endpoint  /tmp/rpb-check-echo-be.sock",
-				"handoff_endpoint  /tmp/rpb-check-echo-ho.sock",
+				"/echo.sock",
+				"/echo-be.sock",
+				"/echo-ho.sock",
 				"version           1.0.0",
-				"socket            /tmp/rpb-check-shared.sock",
+				"/shared.sock",
 				"max_connections   1024",
 				"hello_timeout     30s",
-				"echo     ok: PRIVATE_BROKER, binary /usr/bin/echo",
-				"zccache  ok: PRIVATE_BROKER, binary /usr/bin/zccache",
+				"echo     ok: PRIVATE_BROKER, binary ",
+				"zccache  ok: PRIVATE_BROKER, binary ",
+				`service "echo"`, `servicedef "zccache"`,
 				"broker.toml: ok",
 			}},
 		{name: "long flag and missing servicedef", args: func(c string) []string { return []string{"--config=" + c} }, code: 0,
 			stdout: []string{"echo  not installed: optional for a registered service"}},
 		{name: "invalid servicedef", code: 1,
 			setup: func(t *testing.T, d string) {
-				writeDef(t, d, "echo.servicedef", goodDef("echo"))
-				writeDef(t, d, "zccache.servicedef", goodDef("other"))
+				writeDef(t, d, "echo.servicedef", goodDef(t, d, "echo"))
+				writeDef(t, d, "zccache.servicedef", goodDef(t, d, "other"))
 				if err := os.WriteFile(filepath.Join(d, "junk.servicedef"), []byte{0xff, 0xff, 0xff}, 0o600); err != nil {
 					t.Fatal(err)
 				}
@@ -108,13 +120,14 @@ func TestRunCheck(t *testing.T) {
 			stderr: []string{
 				`zccache.servicedef: service_name "other" does not match the file name`,
 				`junk.servicedef: not a protobuf ServiceDefinition`,
-				"2 servicedef problem(s)",
+				"2 problem(s); `broker run` would refuse to start",
 			}},
-		{name: "launch without per_version_binary_dir", code: 0,
+		{name: "launch without per_version_binary_dir", code: 1,
 			setup: func(t *testing.T, d string) {
 				writeDef(t, d, "zccache.servicedef", &wirepb.ServiceDefinition{ServiceName: "zccache", BinaryPath: "/usr/bin/zccache"})
 			},
-			stdout: []string{"zccache  ok: PRIVATE_BROKER, binary /usr/bin/zccache; note: launch mode needs per_version_binary_dir"}},
+			stdout: []string{"zccache  INVALID"},
+			stderr: []string{`servicedef "zccache": per_version_binary_dir is not set`}},
 		{name: "insecure servicedef dir", code: 1,
 			setup: func(t *testing.T, d string) {
 				if err := os.Chmod(d, 0o755); err != nil {
@@ -163,7 +176,7 @@ func TestRunCheck(t *testing.T) {
 func TestCheckExample(t *testing.T) {
 	home := t.TempDir()
 	var out, errb bytes.Buffer
-	code := check([]string{"-c", "../../broker.toml.example"}, &out, &errb, config.LoadOptions{
+	code := check(context.Background(), []string{"-c", "../../broker.toml.example"}, &out, &errb, config.LoadOptions{
 		Environ: []string{"HOME=" + home},
 		Layout:  func(dir string) (names.Layout, error) { return names.Layout{Dir: dir, SID: "0123456789abcdef"}, nil },
 	})

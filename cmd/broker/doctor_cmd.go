@@ -10,12 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/rpbroker/broker/client"
 	"github.com/rpbroker/broker/config"
 	"github.com/rpbroker/broker/servicedef"
+	"github.com/rpbroker/broker/supervisor/preflight"
 	"github.com/rpbroker/broker/wire/identity"
 	"github.com/rpbroker/broker/wire/names"
 	"github.com/rpbroker/broker/wire/wirepb"
@@ -71,8 +71,12 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		d.ok("user hash", "%s (uid %d)", layout.SID, os.Geteuid())
 		runtimeDir = layout.Dir
 	}
-	d.checkDir("runtime dir", runtimeDir)
-	d.checkServicedefs(defDir)
+	if cfg != nil {
+		d.startChecks(ctx, cfg)
+	} else {
+		d.checkDir("runtime dir", runtimeDir)
+		d.checkServicedefs(defDir)
+	}
 	d.checkSockets(ctx, runtimeDir)
 	if cfg != nil {
 		d.checkServices(ctx, cfg)
@@ -85,27 +89,40 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	return exitOK
 }
 
+// startChecks reports the checks `broker run` makes before serving (startChecks): the
+// same functions, so doctor finds a problem exactly when run would refuse to start.
+func (d *doctor) startChecks(ctx context.Context, cfg *config.Config) {
+	checked := map[string]bool{}
+	for _, c := range startChecks(ctx, cfg) {
+		checked[c.Path] = true
+		switch {
+		case c.Err != nil:
+			d.problem(c.What, "%v", c.Err)
+		case c.note != "":
+			d.note(c.What, "%s", c.note)
+		default:
+			d.ok(c.What, "%s", c.Path)
+		}
+	}
+	// Definitions no service of this config uses cannot stop it; they are worth a note.
+	files, _ := filepath.Glob(filepath.Join(cfg.Broker.ServicedefDir, "*"+servicedef.Ext))
+	for _, f := range files {
+		if _, err := servicedef.Load(f); err != nil && !checked[f] {
+			d.note("servicedef "+filepath.Base(f), "unused by this config, and invalid: %v", err)
+		}
+	}
+}
+
+// checkDir checks the runtime dir when doctor has no config: as run would (preflight.Dir).
 func (d *doctor) checkDir(what, dir string) {
-	fi, err := os.Lstat(dir)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		d.note(what, "%s does not exist yet; the broker creates it 0700", dir)
-		return
+	_, statErr := os.Lstat(dir)
+	switch err := preflight.Dir(dir, dir); {
 	case err != nil:
 		d.problem(what, "%v", err)
-		return
-	case fi.Mode()&os.ModeSymlink != 0:
-		d.problem(what, "%s is a symlink; the broker refuses it", dir)
-		return
-	}
-	st := fi.Sys().(*syscall.Stat_t)
-	switch {
-	case int(st.Uid) != os.Geteuid():
-		d.problem(what, "%s is owned by uid %d, not you (%d)", dir, st.Uid, os.Geteuid())
-	case fi.Mode().Perm()&0o077 != 0:
-		d.problem(what, "%s has mode %04o; run: chmod 700 %s", dir, fi.Mode().Perm(), dir)
+	case errors.Is(statErr, fs.ErrNotExist):
+		d.note(what, "%s does not exist yet; the broker creates it 0700", dir)
 	default:
-		d.ok(what, "%s (mode %04o)", dir, fi.Mode().Perm())
+		d.ok(what, "%s", dir)
 	}
 }
 

@@ -22,21 +22,24 @@ func TestDoctor(t *testing.T) {
 	if code := runDoctor(context.Background(), []string{"-c", e.cfg}, &out, &errb); code != 0 {
 		t.Fatalf("healthy setup: exit %d\n%s%s", code, out.String(), errb.String())
 	}
-	for _, want := range []string{"ok       runtime dir", "broker answers on " + e.sock("alpha") + ": ready", "service alpha backend", "verified (probe)"} {
+	for _, want := range []string{"ok       runtime_dir", `note     service "alpha"`, "served by a running broker (pid ", "broker answers on " + e.sock("alpha") + ": ready", "service alpha backend", "verified (probe)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("doctor output lacks %q:\n%s", want, out.String())
 		}
 	}
 
-	// An unsafe servicedef dir and a corrupt definition are problems: exit 1.
+	// A corrupt definition of a service the config names is a problem (run would refuse
+	// to start): exit 1; one no service uses is a note.
 	defs := filepath.Join(e.dir, "defs")
-	os.WriteFile(filepath.Join(defs, "bad.servicedef"), []byte{0xff, 0xff}, 0o600)
+	os.WriteFile(filepath.Join(defs, "alpha.servicedef"), []byte{0xff, 0xff}, 0o600)
+	os.WriteFile(filepath.Join(defs, "unused.servicedef"), []byte{0xff, 0xff}, 0o600)
 	out.Reset()
 	if code := runDoctor(context.Background(), []string{"-c", e.cfg}, &out, &errb); code != 1 ||
-		!strings.Contains(out.String(), "PROBLEM  servicedef bad.servicedef") {
+		!strings.Contains(out.String(), `PROBLEM  servicedef "alpha"`) || !strings.Contains(out.String(), "note     servicedef unused.servicedef") {
 		t.Fatalf("corrupt servicedef: exit %d\n%s", code, out.String())
 	}
-	os.Remove(filepath.Join(defs, "bad.servicedef"))
+	os.Remove(filepath.Join(defs, "alpha.servicedef"))
+	os.Remove(filepath.Join(defs, "unused.servicedef"))
 	os.Chmod(defs, 0o755)
 	out.Reset()
 	if code := runDoctor(context.Background(), []string{"-c", e.cfg}, &out, &errb); code != 1 ||

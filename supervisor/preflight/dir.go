@@ -48,7 +48,8 @@ func CheckDir(dir string) error {
 // Dir checks dir as the broker will find it at start: an existing one must pass CheckDir;
 // a missing one must be one the broker may create (Creatable).
 func Dir(dir, runtimeDir string) error {
-	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+	// ENOTDIR: a parent is a file; Creatable names it.
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 		return Creatable(dir, runtimeDir)
 	}
 	return CheckDir(dir)

@@ -24,6 +24,13 @@ type Problem struct {
 func (p Problem) Error() string { return p.What + ": " + p.Err.Error() }
 func (p Problem) Unwrap() error { return p.Err }
 
+// Item is one start-up check and its outcome: Err is nil when it passed.
+type Item struct {
+	What string // "runtime_dir", "servicedef_dir", `service "echo"`, `servicedef "zc"`
+	Path string // the directory, socket or file checked
+	Err  error
+}
+
 // Options tune Check.
 type Options struct {
 	// Inherited sockets (socket activation) are already bound: their paths are not checked.
@@ -34,22 +41,33 @@ type Options struct {
 // changes nothing on disk; run creates the directories it allows only once Check passed.
 func Check(cfg *config.Config, o Options) []Problem {
 	var out []Problem
-	add := func(what string, err error) {
-		if err != nil {
-			out = append(out, Problem{What: what, Err: err})
+	for _, it := range Items(cfg, o) {
+		if it.Err != nil {
+			out = append(out, Problem{What: it.What, Err: it.Err})
 		}
 	}
+	return out
+}
+
+// Items runs every start-up check on cfg and returns each one with its outcome, for
+// tools that also show what passed (doctor).
+func Items(cfg *config.Config, o Options) []Item {
 	b := cfg.Broker
-	add("runtime_dir", Dir(b.RuntimeDir, b.RuntimeDir))
-	add("servicedef_dir", servicedefDir(b.ServicedefDir, b.RuntimeDir))
+	out := []Item{
+		{What: "runtime_dir", Path: b.RuntimeDir, Err: Dir(b.RuntimeDir, b.RuntimeDir)},
+		// The servicedef dir is the broker's own, named in the config like runtime_dir.
+		{What: "servicedef_dir", Path: b.ServicedefDir, Err: servicedefDir(b.ServicedefDir)},
+	}
 	for _, svc := range cfg.Services {
 		if o.Inherited != nil && o.Inherited(svc.Socket) {
 			continue
 		}
-		add(fmt.Sprintf("service %q", svc.Name), Socket(svc.Socket, b.RuntimeDir))
+		out = append(out, Item{What: fmt.Sprintf("service %q", svc.Name), Path: svc.Socket, Err: Socket(svc.Socket, b.RuntimeDir)})
 	}
 	for _, d := range Servicedefs(cfg) {
-		add(fmt.Sprintf("servicedef %q", d.Name), d.Err)
+		if !d.Missing && !d.Ignored {
+			out = append(out, Item{What: fmt.Sprintf("servicedef %q", d.Name), Path: d.Path, Err: d.Err})
+		}
 	}
 	return out
 }
@@ -66,10 +84,10 @@ func Socket(path, runtimeDir string) error {
 	return err
 }
 
-func servicedefDir(dir, runtimeDir string) error {
+func servicedefDir(dir string) error {
 	err := servicedef.CheckDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return Creatable(dir, runtimeDir)
+		return Creatable(dir, dir)
 	}
 	return err
 }
