@@ -60,7 +60,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if os.Geteuid() == 0 {
 		log.Warn().Msg("running as root: launched backends run as root too; peers must also be root to connect")
 	}
-	sup, err := supervisor.New(supervisor.Options{Load: load, Log: log, Inherited: inheritedListeners(cfg, log),
+	sup, err := supervisor.New(supervisor.Options{Load: load, Log: log, Inherited: inheritedListeners(cfg, log), Version: currentVersion().Version,
 		OnBrokerChange: func(old, new config.Broker) {
 			if old.LogFormat == new.LogFormat && levelOf(old) == levelOf(new) {
 				return

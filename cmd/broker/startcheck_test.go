@@ -233,6 +233,12 @@ func TestCheckFailsExactlyWhenRunWould(t *testing.T) {
 				t.Fatalf("check exit %d, run exit %d; want both %d\ncheck:\n%s\nrun:\n%s", checkCode, runCode, want, checkOut, runOut)
 			}
 			if want == 0 {
+				// "broker started" comes once every socket is bound: version, config, sockets.
+				for _, w := range []string{`"version":"`, `"config":"` + s.cfg, `"sockets":["`} {
+					if !strings.Contains(runOut, w) {
+						t.Errorf("broker started lacks %s:\n%s", w, runOut)
+					}
+				}
 				return
 			}
 			for who, out := range map[string]string{"check": checkOut, "run": runOut} {
