@@ -95,31 +95,39 @@ func (m *Manager) Handover() ([]Handed, []Budget) {
 	return out, budgets
 }
 
-// Adopt supervises children an upgrade handed over, as if this Manager had started them:
-// reaped (DIED_* events), idle-stopped, stopped at shutdown, respawned within the budget.
-// Each is re-verified with the identity probe, within timeout, before it is published; one
-// that does not answer as the process it was is stopped. budgets restore the spawn budgets.
-// Run must have started. It returns once every child is published or refused, with one
-// error per refused child.
-func (m *Manager) Adopt(ctx context.Context, all []Handed, budgets []Budget, timeout time.Duration) error {
-	select {
-	case <-m.running:
-	case <-ctx.Done():
-		return fmt.Errorf("adopt: %w", ctx.Err())
-	}
+// Adoption is what an upgrade hands to the new image's Manager (Options.Adopt): the
+// children the previous image started, still this process's children after the exec, and
+// its spawn budgets.
+type Adoption struct {
+	Children []Handed
+	Budgets  []Budget
+	// Timeout bounds each child's re-verification; 0 means DefaultStartTimeout.
+	Timeout time.Duration
+	// Done, when set, learns how many children were adopted and why the others were not
+	// (one error each), before any Hello is routed.
+	Done func(adopted int, err error)
+}
+
+// adoptAll supervises the handed children as if this Manager had started them: reaped
+// (DIED_* events), idle-stopped, stopped at shutdown, respawned within the budget. Each is
+// re-verified with the identity probe before it is published; one that does not answer
+// as the process it was is stopped. Run calls it before it starts routing, so no Hello
+// spawns a duplicate of a child still being verified.
+func (m *Manager) adoptAll(a *Adoption) {
+	timeout := a.Timeout
 	if timeout <= 0 {
 		timeout = DefaultStartTimeout
 	}
 	m.mu.Lock()
-	for _, b := range budgets {
+	for _, b := range a.Budgets {
 		if _, ok := m.slots[b.Key]; !ok {
 			m.slots[b.Key] = &slot{window: b.Window, attempts: min(b.Attempts, budgetAttempts)}
 		}
 	}
 	m.mu.Unlock()
-	errs := make([]error, len(all))
+	errs := make([]error, len(a.Children))
 	var wg sync.WaitGroup
-	for i, h := range all {
+	for i, h := range a.Children {
 		wg.Go(func() {
 			if err := m.adopt(h, timeout); err != nil {
 				errs[i] = fmt.Errorf("adopt backend pid %d (%s %s): %w", h.PID, h.Key.Service, h.Key.Version, err)
@@ -127,7 +135,15 @@ func (m *Manager) Adopt(ctx context.Context, all []Handed, budgets []Budget, tim
 		})
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	n := 0
+	for _, err := range errs {
+		if err == nil {
+			n++
+		}
+	}
+	if a.Done != nil {
+		a.Done(n, errors.Join(errs...))
+	}
 }
 
 func (m *Manager) adopt(h Handed, timeout time.Duration) error {

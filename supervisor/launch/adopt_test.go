@@ -23,6 +23,7 @@ import (
 	"github.com/rpbroker/broker/supervisor/serve"
 	"github.com/rpbroker/broker/supervisor/upgrade"
 	"github.com/rpbroker/broker/supervisor/upgrade/statepb"
+	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/names"
 	"github.com/rpbroker/broker/wire/wirepb"
 )
@@ -51,7 +52,18 @@ func upgrader(ctx context.Context) error {
 		}
 	}
 	died := make(chan Event, 16)
+	st, restored, err := upgrade.Restore(nil)
+	if err != nil {
+		return err
+	}
+	var adopt *Adoption
+	adopted := make(chan error, 1)
+	if restored {
+		adopt = &Adoption{Children: handedFrom(st), Budgets: budgetsFrom(st), Timeout: 5 * time.Second,
+			Done: func(n int, err error) { adopted <- err }}
+	}
 	m := New(Options{
+		Adopt:   adopt,
 		Layout:  names.Layout{Dir: filepath.Join(dir, "run"), SID: testSID},
 		Log:     zerolog.New(os.Stderr),
 		Environ: append(env, envRole+"=backend", "GORACE=atexit_sleep_ms=0"),
@@ -72,10 +84,6 @@ func upgrader(ctx context.Context) error {
 		Instance: "private:echo",
 	}
 	in := bufio.NewReader(os.Stdin)
-	st, restored, err := upgrade.Restore(nil)
-	if err != nil {
-		return err
-	}
 	if !restored {
 		rt, err := m.Router(Settings{IdleTimeout: time.Hour}).Route(ctx, req)
 		if err != nil {
@@ -87,9 +95,10 @@ func upgrader(ctx context.Context) error {
 		}
 		return handOver(osthread.FromContext(ctx), m)
 	}
-	if err := m.Adopt(ctx, handedFrom(st), budgetsFrom(st), 5*time.Second); err != nil {
+	if err := <-adopted; err != nil {
 		return err
 	}
+	<-m.Started()
 	b := m.Backends()
 	if len(b) != 1 {
 		return fmt.Errorf("after the exec: %d backends", len(b))
@@ -245,15 +254,53 @@ func TestAdoptAfterExec(t *testing.T) {
 	waitGone(t, respawned, 10*time.Second)
 }
 
-// A pid that is not this process's child cannot be supervised: Adopt refuses it.
+// A pid that is not this process's child cannot be supervised: adoption refuses it.
 func TestAdoptRefusesNonChild(t *testing.T) {
-	h := newHarness(t)
-	err := h.m.Adopt(context.Background(), []Handed{{PID: os.Getppid(), Endpoint: filepath.Join(h.runDir, "x.sock"),
-		Key: registry.Key{Service: "echo", Version: "1.0.0"}}}, nil, time.Second)
-	if err == nil || !strings.Contains(err.Error(), "is not a child of this broker") {
-		t.Fatalf("Adopt of the parent process: %v", err)
+	var got error
+	h := newHarness(t, func(o *Options) {
+		o.Adopt = &Adoption{Children: []Handed{{PID: os.Getppid(), Endpoint: "/nonexistent/x.sock",
+			Key: registry.Key{Service: "echo", Version: "1.0.0"}}}, Done: func(n int, err error) { got = err }}
+	})
+	<-h.m.Started()
+	if got == nil || !strings.Contains(got.Error(), "is not a child of this broker") {
+		t.Fatalf("adoption of the parent process: %v", got)
 	}
 	if b := h.m.Backends(); len(b) != 0 {
 		t.Fatalf("backends after a refused adoption: %+v", b)
 	}
+}
+
+// A handed child that does not answer the identity probe as itself is not published: it
+// is stopped and reaped, with the reason in its DIED_CRASH event.
+func TestAdoptStopsUnverifiedChild(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envRole+"=backend", "GORACE=atexit_sleep_ms=0")
+	beh := t.TempDir()
+	cmd.Env = append(cmd.Env, envBehaviorDir+"="+beh, wire.EnvServiceName+"=mute")
+	if err := os.WriteFile(filepath.Join(beh, "mute"), []byte("hang"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	var got error
+	h := newHarness(t, func(o *Options) {
+		o.Adopt = &Adoption{Timeout: 300 * time.Millisecond, Done: func(n int, err error) { got = err },
+			Children: []Handed{{PID: pid, Binary: os.Args[0], Endpoint: "/nonexistent/be.sock",
+				Key: registry.Key{Instance: "shared", Service: "mute", Version: "1.0.0"}, Started: time.Now()}}}
+	})
+	<-h.m.Started()
+	if got == nil || !strings.Contains(got.Error(), "not re-verified after an upgrade") {
+		t.Fatalf("adoption of a child that does not answer: %v", got)
+	}
+	if b := h.reg.List(); len(b) != 0 {
+		t.Fatalf("registry after a refused adoption: %+v", b)
+	}
+	ev := h.waitEvent(wirepb.EventKind_DIED_CRASH, pid)
+	if !strings.Contains(ev.Reason, "not re-verified after an upgrade") || ev.Status != "signal: killed" {
+		t.Fatalf("DIED_CRASH %+v; want the reason and a SIGKILL (the child ignores SIGTERM)", ev)
+	}
+	waitGone(t, pid, 5*time.Second)
 }

@@ -44,6 +44,9 @@ type Options struct {
 	Now func() time.Time
 	// Environ is the user baseline environment of children; nil means os.Environ().
 	Environ []string
+	// Adopt, when set, lists the children of the image before an upgrade: Run adopts them
+	// before it routes any Hello.
+	Adopt *Adoption
 	// Thread, when set, is the OS thread every child is started from, served by its owner
 	// for longer than any child lives: the broker passes its main thread, the one an
 	// upgrade execs from (see starter.go). Nil: the Manager locks a thread of its own.
@@ -138,6 +141,9 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.thread.Serve(threadStop)
 		}
 	}()
+	if m.o.Adopt != nil {
+		m.adoptAll(m.o.Adopt)
+	}
 	close(m.running)
 
 	<-ctx.Done()
@@ -164,6 +170,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	m.wg.Wait()
 	return nil
 }
+
+// Started is closed once Run routes Hellos: after any adoption (Options.Adopt) is done.
+func (m *Manager) Started() <-chan struct{} { return m.running }
 
 func (m *Manager) emit(e Event) {
 	if e.Time.IsZero() {
