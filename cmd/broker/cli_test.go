@@ -237,7 +237,7 @@ func TestCompletionScripts(t *testing.T) {
 		{"broker re", []string{"reload"}, []string{"run"}},
 		{"broker admin st", []string{"status"}, []string{"shutdown"}},
 		{"broker admin status --j", []string{"--json"}, nil},
-		{"broker reload --", []string{"--socket", "--help"}, []string{"--json"}},
+		{"broker reload --", []string{"--socket", "--timeout", "--help"}, []string{"--json"}},
 		{"broker servicedef e", []string{"encode"}, nil},
 		{"broker servicedef install --b", []string{"--binary-path"}, nil},
 		{"broker -c x.toml --", []string{"--config", "--help"}, nil},
