@@ -32,6 +32,8 @@ func TestMain(m *testing.M) {
 		os.Exit(osthread.Main(context.Background(), runKeeper))
 	case "sleeper":
 		os.Exit(runSleeper())
+	case "newbin":
+		os.Exit(runNewBinary())
 	}
 	goleak.VerifyTestMain(m)
 }
