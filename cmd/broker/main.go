@@ -38,7 +38,9 @@ type command struct {
 	maxArgs int
 	// words lists what a positional argument may be (admin verbs, shells), for completion.
 	words func() []string
-	run   runFunc
+	// run must do nothing before parseArgs returns: help and completion call it in
+	// describe-only mode (see streams) to read its flags.
+	run runFunc
 	// sub makes the command a group: its first argument names one of these.
 	sub func() []command
 	// help is printed after a group's list of subcommands.
