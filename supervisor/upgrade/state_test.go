@@ -31,7 +31,7 @@ func fullState() *statepb.State {
 		}},
 		Budgets: []*statepb.Budget{{Instance: "shared", Service: "echo", Version: "1.0.0", ExeHash: []byte{4},
 			WindowStartUnixNano: 14, Attempts: 2}},
-		Counters: &statepb.Counters{LastConnectionId: 1000, HellosTotal: 999, HellosByService: map[string]uint64{"echo": 998},
+		Counters: &statepb.Counters{LastConnectionId: 1000, HellosTotal: 999, HellosByService: map[string]uint64{"echo": 998}, RefusalsByService: map[string]uint64{"echo": 3},
 			UpgradesTotal: 6, ReloadsTotal: 5},
 	}
 }

@@ -465,12 +465,14 @@ type Counters struct {
 	// increasing.
 	LastConnectionId uint64 `protobuf:"varint,1,opt,name=last_connection_id,json=lastConnectionId,proto3" json:"last_connection_id,omitempty"`
 	HellosTotal      uint64 `protobuf:"varint,2,opt,name=hellos_total,json=hellosTotal,proto3" json:"hellos_total,omitempty"`
-	// by_service counts Hellos per service for admin status.
-	HellosByService map[string]uint64 `protobuf:"bytes,3,rep,name=hellos_by_service,json=hellosByService,proto3" json:"hellos_by_service,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	UpgradesTotal   uint64            `protobuf:"varint,4,opt,name=upgrades_total,json=upgradesTotal,proto3" json:"upgrades_total,omitempty"`
-	ReloadsTotal    uint64            `protobuf:"varint,5,opt,name=reloads_total,json=reloadsTotal,proto3" json:"reloads_total,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// hellos_by_service and refusals_by_service count the Hellos answered per service,
+	// for admin status.
+	HellosByService   map[string]uint64 `protobuf:"bytes,3,rep,name=hellos_by_service,json=hellosByService,proto3" json:"hellos_by_service,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	UpgradesTotal     uint64            `protobuf:"varint,4,opt,name=upgrades_total,json=upgradesTotal,proto3" json:"upgrades_total,omitempty"`
+	ReloadsTotal      uint64            `protobuf:"varint,5,opt,name=reloads_total,json=reloadsTotal,proto3" json:"reloads_total,omitempty"`
+	RefusalsByService map[string]uint64 `protobuf:"bytes,6,rep,name=refusals_by_service,json=refusalsByService,proto3" json:"refusals_by_service,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Counters) Reset() {
@@ -538,6 +540,13 @@ func (x *Counters) GetReloadsTotal() uint64 {
 	return 0
 }
 
+func (x *Counters) GetRefusalsByService() map[string]uint64 {
+	if x != nil {
+		return x.RefusalsByService
+	}
+	return nil
+}
+
 var File_state_proto protoreflect.FileDescriptor
 
 const file_state_proto_rawDesc = "" +
@@ -587,14 +596,18 @@ const file_state_proto_rawDesc = "" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12\x19\n" +
 	"\bexe_hash\x18\x04 \x01(\fR\aexeHash\x123\n" +
 	"\x16window_start_unix_nano\x18\x05 \x01(\x03R\x13windowStartUnixNano\x12\x1a\n" +
-	"\battempts\x18\x06 \x01(\x05R\battempts\"\xcb\x02\n" +
+	"\battempts\x18\x06 \x01(\x05R\battempts\"\xf7\x03\n" +
 	"\bCounters\x12,\n" +
 	"\x12last_connection_id\x18\x01 \x01(\x04R\x10lastConnectionId\x12!\n" +
 	"\fhellos_total\x18\x02 \x01(\x04R\vhellosTotal\x12^\n" +
 	"\x11hellos_by_service\x18\x03 \x03(\v22.rpbroker.upgrade.v1.Counters.HellosByServiceEntryR\x0fhellosByService\x12%\n" +
 	"\x0eupgrades_total\x18\x04 \x01(\x04R\rupgradesTotal\x12#\n" +
-	"\rreloads_total\x18\x05 \x01(\x04R\freloadsTotal\x1aB\n" +
+	"\rreloads_total\x18\x05 \x01(\x04R\freloadsTotal\x12d\n" +
+	"\x13refusals_by_service\x18\x06 \x03(\v24.rpbroker.upgrade.v1.Counters.RefusalsByServiceEntryR\x11refusalsByService\x1aB\n" +
 	"\x14HellosByServiceEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1aD\n" +
+	"\x16RefusalsByServiceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01B7Z5github.com/rpbroker/broker/supervisor/upgrade/statepbb\x06proto3"
 
@@ -610,7 +623,7 @@ func file_state_proto_rawDescGZIP() []byte {
 	return file_state_proto_rawDescData
 }
 
-var file_state_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_state_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_state_proto_goTypes = []any{
 	(*State)(nil),    // 0: rpbroker.upgrade.v1.State
 	(*Service)(nil),  // 1: rpbroker.upgrade.v1.Service
@@ -618,6 +631,7 @@ var file_state_proto_goTypes = []any{
 	(*Budget)(nil),   // 3: rpbroker.upgrade.v1.Budget
 	(*Counters)(nil), // 4: rpbroker.upgrade.v1.Counters
 	nil,              // 5: rpbroker.upgrade.v1.Counters.HellosByServiceEntry
+	nil,              // 6: rpbroker.upgrade.v1.Counters.RefusalsByServiceEntry
 }
 var file_state_proto_depIdxs = []int32{
 	1, // 0: rpbroker.upgrade.v1.State.services:type_name -> rpbroker.upgrade.v1.Service
@@ -625,11 +639,12 @@ var file_state_proto_depIdxs = []int32{
 	3, // 2: rpbroker.upgrade.v1.State.budgets:type_name -> rpbroker.upgrade.v1.Budget
 	4, // 3: rpbroker.upgrade.v1.State.counters:type_name -> rpbroker.upgrade.v1.Counters
 	5, // 4: rpbroker.upgrade.v1.Counters.hellos_by_service:type_name -> rpbroker.upgrade.v1.Counters.HellosByServiceEntry
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	6, // 5: rpbroker.upgrade.v1.Counters.refusals_by_service:type_name -> rpbroker.upgrade.v1.Counters.RefusalsByServiceEntry
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_state_proto_init() }
@@ -643,7 +658,7 @@ func file_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_state_proto_rawDesc), len(file_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
