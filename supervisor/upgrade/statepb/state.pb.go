@@ -42,8 +42,13 @@ type State struct {
 	Backends        []*Backend `protobuf:"bytes,8,rep,name=backends,proto3" json:"backends,omitempty"`
 	Budgets         []*Budget  `protobuf:"bytes,9,rep,name=budgets,proto3" json:"budgets,omitempty"`
 	Counters        *Counters  `protobuf:"bytes,10,opt,name=counters,proto3" json:"counters,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// requested_unix_nano is when the upgrade was asked for: the new image reports the
+	// switch's duration from it.
+	RequestedUnixNano int64 `protobuf:"varint,11,opt,name=requested_unix_nano,json=requestedUnixNano,proto3" json:"requested_unix_nano,omitempty"`
+	// binary is the path the new image was executed from.
+	Binary        string `protobuf:"bytes,12,opt,name=binary,proto3" json:"binary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
@@ -144,6 +149,20 @@ func (x *State) GetCounters() *Counters {
 		return x.Counters
 	}
 	return nil
+}
+
+func (x *State) GetRequestedUnixNano() int64 {
+	if x != nil {
+		return x.RequestedUnixNano
+	}
+	return 0
+}
+
+func (x *State) GetBinary() string {
+	if x != nil {
+		return x.Binary
+	}
+	return ""
 }
 
 // Service is one control socket kept open across the exec.
@@ -551,7 +570,7 @@ var File_state_proto protoreflect.FileDescriptor
 
 const file_state_proto_rawDesc = "" +
 	"\n" +
-	"\vstate.proto\x12\x13rpbroker.upgrade.v1\"\xbb\x03\n" +
+	"\vstate.proto\x12\x13rpbroker.upgrade.v1\"\x83\x04\n" +
 	"\x05State\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -566,7 +585,9 @@ const file_state_proto_rawDesc = "" +
 	"\bbackends\x18\b \x03(\v2\x1c.rpbroker.upgrade.v1.BackendR\bbackends\x125\n" +
 	"\abudgets\x18\t \x03(\v2\x1b.rpbroker.upgrade.v1.BudgetR\abudgets\x129\n" +
 	"\bcounters\x18\n" +
-	" \x01(\v2\x1d.rpbroker.upgrade.v1.CountersR\bcounters\"\x93\x01\n" +
+	" \x01(\v2\x1d.rpbroker.upgrade.v1.CountersR\bcounters\x12.\n" +
+	"\x13requested_unix_nano\x18\v \x01(\x03R\x11requestedUnixNano\x12\x16\n" +
+	"\x06binary\x18\f \x01(\tR\x06binary\"\x93\x01\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vsocket_path\x18\x02 \x01(\tR\n" +
