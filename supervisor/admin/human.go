@@ -80,7 +80,7 @@ func (r StatusReply) WriteTable(w io.Writer, now time.Time) {
 	if !r.AcceptingHello {
 		accepting = "NOT accepting Hellos (draining or fd pressure)"
 	}
-	fmt.Fprintf(w, "broker pid %d, up %s, %s, %d connections open\n", r.BrokerPID,
+	fmt.Fprintf(w, "broker pid %d, up %s, %s, open connections: %d\n", r.BrokerPID,
 		time.Duration(r.UptimeSeconds)*time.Second, accepting, r.ConnectionsOpen)
 	if c := r.ConfigReload; c != nil && c.OK != nil {
 		res := "ok"
