@@ -45,8 +45,10 @@ type State struct {
 	// requested_unix_nano is when the upgrade was asked for: the new image reports the
 	// switch's duration from it.
 	RequestedUnixNano int64 `protobuf:"varint,11,opt,name=requested_unix_nano,json=requestedUnixNano,proto3" json:"requested_unix_nano,omitempty"`
-	// binary is the path the new image was executed from.
+	// binary is the path the new image was executed from, and next_build_id its build id
+	// as its pre-check printed it: the new image need not hash itself again.
 	Binary        string `protobuf:"bytes,12,opt,name=binary,proto3" json:"binary,omitempty"`
+	NextBuildId   string `protobuf:"bytes,13,opt,name=next_build_id,json=nextBuildId,proto3" json:"next_build_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -161,6 +163,13 @@ func (x *State) GetRequestedUnixNano() int64 {
 func (x *State) GetBinary() string {
 	if x != nil {
 		return x.Binary
+	}
+	return ""
+}
+
+func (x *State) GetNextBuildId() string {
+	if x != nil {
+		return x.NextBuildId
 	}
 	return ""
 }
@@ -570,7 +579,7 @@ var File_state_proto protoreflect.FileDescriptor
 
 const file_state_proto_rawDesc = "" +
 	"\n" +
-	"\vstate.proto\x12\x13rpbroker.upgrade.v1\"\x83\x04\n" +
+	"\vstate.proto\x12\x13rpbroker.upgrade.v1\"\xa7\x04\n" +
 	"\x05State\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -587,7 +596,8 @@ const file_state_proto_rawDesc = "" +
 	"\bcounters\x18\n" +
 	" \x01(\v2\x1d.rpbroker.upgrade.v1.CountersR\bcounters\x12.\n" +
 	"\x13requested_unix_nano\x18\v \x01(\x03R\x11requestedUnixNano\x12\x16\n" +
-	"\x06binary\x18\f \x01(\tR\x06binary\"\x93\x01\n" +
+	"\x06binary\x18\f \x01(\tR\x06binary\x12\"\n" +
+	"\rnext_build_id\x18\r \x01(\tR\vnextBuildId\"\x93\x01\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vsocket_path\x18\x02 \x01(\tR\n" +
