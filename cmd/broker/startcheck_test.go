@@ -273,3 +273,22 @@ func TestSecondBrokerNamesThePid(t *testing.T) {
 		t.Fatalf("check against a running broker: exit %d\n%s", code, out)
 	}
 }
+
+// A bad definition that only a "*" service reaches costs that service's Hellos, not the
+// start: check says so and exits 0, and run starts, as it does when the file goes bad
+// while the broker runs. A bad definition of a named service stops both (the matrix above).
+func TestWildcardBadDefinitionOnlyWarns(t *testing.T) {
+	s := newSetup(t)
+	writeDef(t, s.defs, "stray.servicedef", &wirepb.ServiceDefinition{ServiceName: "other", BinaryPath: "/bin/true"})
+	s.write("", launched("*", filepath.Join(s.dir, "shared.sock")))
+	checkCode, checkOut := runBinary(t, 15*time.Second, "check", "-c", s.cfg)
+	runCode, runOut := runOutcome(t, s.cfg)
+	if checkCode != 0 || runCode != 0 {
+		t.Fatalf("check exit %d, run exit %d; want both 0\ncheck:\n%s\nrun:\n%s", checkCode, runCode, checkOut, runOut)
+	}
+	for _, w := range []string{filepath.Join(s.defs, "stray.servicedef"), "does not match the file name", "Hellos for this service are refused"} {
+		if !strings.Contains(checkOut, w) {
+			t.Errorf("check output lacks %q:\n%s", w, checkOut)
+		}
+	}
+}

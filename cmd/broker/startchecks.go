@@ -29,6 +29,10 @@ func startChecks(ctx context.Context, cfg *config.Config) []startCheck {
 	for i, it := range items {
 		out[i] = startCheck{Item: it}
 		var inUse *preflight.InUseError
+		if it.Warning {
+			out[i].note = fmt.Sprintf("%v: the broker starts; Hellos for this service are refused until the file is fixed", it.Err)
+			out[i].Err = nil
+		}
 		if errors.As(it.Err, &inUse) && answersAsBroker(ctx, inUse.Path) {
 			out[i].note = fmt.Sprintf("%s is served by a running broker (pid %d): `broker reload` applies this file to it; `broker run` would refuse to start a second one",
 				inUse.Path, inUse.PID)

@@ -29,6 +29,10 @@ type Item struct {
 	What string // "runtime_dir", "servicedef_dir", `service "echo"`, `servicedef "zc"`
 	Path string // the directory, socket or file checked
 	Err  error
+	// Warning marks an Err that does not stop the start: a bad definition found in the
+	// directory a "*" service serves costs only that service's Hellos (refused until the
+	// file is fixed, as when it goes bad while the broker runs), not every other service.
+	Warning bool
 }
 
 // Options tune Check.
@@ -42,7 +46,7 @@ type Options struct {
 func Check(cfg *config.Config, o Options) []Problem {
 	var out []Problem
 	for _, it := range Items(cfg, o) {
-		if it.Err != nil {
+		if it.Err != nil && !it.Warning {
 			out = append(out, Problem{What: it.What, Err: it.Err})
 		}
 	}
@@ -66,7 +70,7 @@ func Items(cfg *config.Config, o Options) []Item {
 	}
 	for _, d := range Servicedefs(cfg) {
 		if !d.Missing && !d.Ignored {
-			out = append(out, Item{What: fmt.Sprintf("servicedef %q", d.Name), Path: d.Path, Err: d.Err})
+			out = append(out, Item{What: fmt.Sprintf("servicedef %q", d.Name), Path: d.Path, Err: d.Err, Warning: d.Wildcard && d.Err != nil})
 		}
 	}
 	return out
@@ -99,9 +103,11 @@ type Def struct {
 	Launch  bool // some launch service serves it, so its binary must resolve
 	Missing bool // not installed (not a problem: the directory is watched)
 	Ignored bool // a file in the directory whose name is not <service>.servicedef
-	Def     *wirepb.ServiceDefinition
-	Binary  string // the resolved launch binary
-	Err     error  // the definition is unusable: it does not decode or validate, or its binary does not resolve
+	// Wildcard: only a "*" service reaches it (no service is named after it).
+	Wildcard bool
+	Def      *wirepb.ServiceDefinition
+	Binary   string // the resolved launch binary
+	Err      error  // the definition is unusable: it does not decode or validate, or its binary does not resolve
 }
 
 // Servicedefs loads the definitions cfg references: the one named by each service, and
@@ -110,10 +116,12 @@ type Def struct {
 func Servicedefs(cfg *config.Config) []Def {
 	dir := cfg.Broker.ServicedefDir
 	launched := map[string]bool{} // referenced service -> some launch service serves it
+	named := map[string]bool{}    // services the config names
 	var ignored []Def
 	for _, s := range cfg.Services {
 		if s.Name != config.AnyService {
 			launched[s.Name] = launched[s.Name] || s.Mode == config.ModeLaunch
+			named[s.Name] = true
 			continue
 		}
 		files, _ := filepath.Glob(filepath.Join(dir, "*"+servicedef.Ext))
@@ -127,7 +135,7 @@ func Servicedefs(cfg *config.Config) []Def {
 	}
 	out := ignored
 	for _, name := range slices.Sorted(maps.Keys(launched)) {
-		d := Def{Name: name, Path: filepath.Join(dir, name+servicedef.Ext), Launch: launched[name]}
+		d := Def{Name: name, Path: filepath.Join(dir, name+servicedef.Ext), Launch: launched[name], Wildcard: !named[name]}
 		def, err := servicedef.Load(d.Path)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
