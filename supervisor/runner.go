@@ -12,6 +12,7 @@ import (
 	"github.com/rpbroker/broker/config"
 	"github.com/rpbroker/broker/internal/backoff"
 	"github.com/rpbroker/broker/internal/ctxsleep"
+	"github.com/rpbroker/broker/internal/logfield"
 	"github.com/rpbroker/broker/internal/task"
 	"github.com/rpbroker/broker/supervisor/registered"
 	"github.com/rpbroker/broker/supervisor/serve"
@@ -80,7 +81,7 @@ func (s *Supervisor) serve(ctx context.Context, r *runner, svc config.Service, l
 			msg := err.Error()
 			r.bindErr.Store(&msg)
 			wait := retry.Next()
-			r.log.Error().Err(err).Stringer("retry_in", wait).Str("socket", svc.Socket).
+			r.log.Error().Err(err).Str("retry_in", logfield.Dur(wait)).Str("socket", svc.Socket).
 				Msg("cannot bind control socket; other services keep serving")
 			s.metrics.loopFailures.WithLabelValues(svc.Name).Inc()
 			if !ctxsleep.Sleep(ctx, wait) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/rpbroker/broker/config"
 	"github.com/rpbroker/broker/internal/backoff"
 	"github.com/rpbroker/broker/internal/logfield"
 	"github.com/rpbroker/broker/supervisor/handoff"
@@ -25,10 +26,10 @@ import (
 	"github.com/rpbroker/broker/wire/wirepb"
 )
 
-// Verify modes.
+// Verify modes: the values of the config's verify key, so the two never disagree.
 const (
-	VerifyProbe   = "probe"   // v1 identity probe, checked against the real process
-	VerifyConnect = "connect" // endpoint accepts and its listener runs as our uid
+	VerifyProbe   = config.VerifyProbe   // v1 identity probe, checked against the real process
+	VerifyConnect = config.VerifyConnect // endpoint accepts and its listener runs as our uid
 )
 
 // Options configure one registered backend.

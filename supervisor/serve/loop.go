@@ -16,6 +16,7 @@ import (
 
 	"github.com/rpbroker/broker/internal/backoff"
 	"github.com/rpbroker/broker/internal/ctxsleep"
+	"github.com/rpbroker/broker/internal/logfield"
 	"github.com/rpbroker/broker/servicedef"
 	"github.com/rpbroker/broker/wire"
 	"github.com/rpbroker/broker/wire/wirepb"
@@ -185,7 +186,7 @@ func (l *Loop) Run(ctx context.Context) error {
 			// Unknown accept error: log, back off, keep serving.
 			wait := retry.Next()
 			if ok, n := l.logs.Allow("accept: "+err.Error(), time.Now()); ok {
-				l.log.Error().Err(err).Stringer("backoff", wait).Int("repeated", n).Msg("accept failed")
+				l.log.Error().Err(err).Str("backoff", logfield.Dur(wait)).Int("repeated", n).Msg("accept failed")
 			}
 			if !ctxsleep.Sleep(ctx, wait) {
 				return nil
