@@ -37,6 +37,9 @@ func adminExchange(ctx context.Context, socket string, req *wirepb.AdminRequest,
 	conn.Close()
 	if reply.Kind != wirepb.FrameKind_RESPONSE || reply.PayloadProtocol != wire.ProtoAdmin || reply.RequestId != reqID {
 		why := fmt.Sprintf("it answered a %s frame of protocol 0x%04X for request %d", reply.Kind, reply.PayloadProtocol, reply.RequestId)
+		if reply.Kind == wirepb.FrameKind_REQUEST && reply.RequestId == reqID {
+			why = "it sent the request back (an echoing backend?)"
+		}
 		if reply.PayloadProtocol == wire.ProtoControl {
 			if _, err := client.DecodeHelloReply(reply); err != nil {
 				why = "it answered with a Hello reply: " + err.Error()

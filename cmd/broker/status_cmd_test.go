@@ -125,7 +125,7 @@ func TestAdminNotABroker(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--socket", e.backend()}, "is not a broker control socket"},
+		{[]string{"--socket", e.backend()}, "is not a broker control socket: it sent the request back"},
 		{[]string{"--socket", dead}, "nothing listens on the socket"},
 		{[]string{"--socket", filepath.Join(e.dir, "none.sock")}, "the socket does not exist"},
 		{[]string{"-c", e.cfg, "--service", "nope"}, `--service "nope": ` + e.cfg + ` has no [[service]] of that name (it has: alpha)`},
