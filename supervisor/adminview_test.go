@@ -49,15 +49,18 @@ func TestLaunchFailureIsLastError(t *testing.T) {
 		t.Fatalf("backend health: %+v", b)
 	}
 
-	reply, err := client.Admin(context.Background(), shared, &wirepb.AdminRequest{Verb: wirepb.AdminVerb_STATUS, Json: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st admin.StatusReply
-	if err := json.Unmarshal([]byte(reply.Body), &st); err != nil || len(st.Services) != 1 {
-		t.Fatalf("status: %v %s", err, reply.Body)
-	}
-	if s := st.Services[0]; s.Name != "*" || s.State != admin.StateServing || s.Hellos < 1 || s.Refusals != s.Hellos || s.Instance != "shared" {
-		t.Fatalf("service: %+v", s)
+	// The Hello is counted once answered, which the client may see first.
+	var svc admin.ServiceStatus
+	testutil.WaitFor(t, "the refusal to be counted", func() bool {
+		reply, err := client.Admin(context.Background(), shared, &wirepb.AdminRequest{Verb: wirepb.AdminVerb_STATUS, Json: true})
+		var st admin.StatusReply
+		if err != nil || json.Unmarshal([]byte(reply.Body), &st) != nil || len(st.Services) != 1 {
+			t.Fatalf("status: %v", err)
+		}
+		svc = st.Services[0]
+		return svc.Hellos > 0
+	})
+	if svc.Name != "*" || svc.State != admin.StateServing || svc.Refusals != svc.Hellos || svc.Instance != "shared" {
+		t.Fatalf("service: %+v", svc)
 	}
 }
