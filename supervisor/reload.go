@@ -123,4 +123,3 @@ func (s *Supervisor) apply(cfg *config.Config, plan config.Plan, bound map[strin
 		s.runners[svc.Name] = s.startRunner(svc, nil)
 	}
 }
-
