@@ -20,6 +20,7 @@ func fullState() *statepb.State {
 	return &statepb.State{
 		Generation: 7, ConfigPath: "/etc/broker/broker.toml", WriterVersion: "1.2.3", WriterBuildId: "abc123",
 		Pid: 4242, WrittenUnixNano: 1_700_000_000_000_000_001, RequestedUnixNano: 1_700_000_000_000_000_000, Binary: "/usr/bin/broker", NextBuildId: "0011223344556677",
+		Hashes: []*statepb.FileHash{{Dev: 1, Ino: 2, Size: 3, MtimeNanos: 4, Sum: []byte{5}}},
 		Services: []*statepb.Service{
 			{Name: "echo", SocketPath: "/run/user/1000/rpb/echo.sock", ListenerFd: 5, Inode: 99, Inherited: true},
 			{Name: "*", SocketPath: "/run/user/1000/rpb/star.sock", ListenerFd: 6, Inode: 100},

@@ -47,8 +47,11 @@ type State struct {
 	RequestedUnixNano int64 `protobuf:"varint,11,opt,name=requested_unix_nano,json=requestedUnixNano,proto3" json:"requested_unix_nano,omitempty"`
 	// binary is the path the new image was executed from, and next_build_id its build id
 	// as its pre-check printed it: the new image need not hash itself again.
-	Binary        string `protobuf:"bytes,12,opt,name=binary,proto3" json:"binary,omitempty"`
-	NextBuildId   string `protobuf:"bytes,13,opt,name=next_build_id,json=nextBuildId,proto3" json:"next_build_id,omitempty"`
+	Binary      string `protobuf:"bytes,12,opt,name=binary,proto3" json:"binary,omitempty"`
+	NextBuildId string `protobuf:"bytes,13,opt,name=next_build_id,json=nextBuildId,proto3" json:"next_build_id,omitempty"`
+	// hashes are the executable hashes the writer computed, keyed by file version: the new
+	// image re-verifies the backends it adopts without reading their binaries again.
+	Hashes        []*FileHash `protobuf:"bytes,14,rep,name=hashes,proto3" json:"hashes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -174,6 +177,90 @@ func (x *State) GetNextBuildId() string {
 	return ""
 }
 
+func (x *State) GetHashes() []*FileHash {
+	if x != nil {
+		return x.Hashes
+	}
+	return nil
+}
+
+// FileHash is one file version (device, inode, size, mtime) and its BLAKE3-256.
+type FileHash struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dev           uint64                 `protobuf:"varint,1,opt,name=dev,proto3" json:"dev,omitempty"`
+	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	Size          int64                  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	MtimeNanos    int64                  `protobuf:"varint,4,opt,name=mtime_nanos,json=mtimeNanos,proto3" json:"mtime_nanos,omitempty"`
+	Sum           []byte                 `protobuf:"bytes,5,opt,name=sum,proto3" json:"sum,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileHash) Reset() {
+	*x = FileHash{}
+	mi := &file_state_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileHash) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileHash) ProtoMessage() {}
+
+func (x *FileHash) ProtoReflect() protoreflect.Message {
+	mi := &file_state_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileHash.ProtoReflect.Descriptor instead.
+func (*FileHash) Descriptor() ([]byte, []int) {
+	return file_state_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *FileHash) GetDev() uint64 {
+	if x != nil {
+		return x.Dev
+	}
+	return 0
+}
+
+func (x *FileHash) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *FileHash) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *FileHash) GetMtimeNanos() int64 {
+	if x != nil {
+		return x.MtimeNanos
+	}
+	return 0
+}
+
+func (x *FileHash) GetSum() []byte {
+	if x != nil {
+		return x.Sum
+	}
+	return nil
+}
+
 // Service is one control socket kept open across the exec.
 type Service struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -193,7 +280,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_state_proto_msgTypes[1]
+	mi := &file_state_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -205,7 +292,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_state_proto_msgTypes[1]
+	mi := &file_state_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -218,7 +305,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_state_proto_rawDescGZIP(), []int{1}
+	return file_state_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Service) GetName() string {
@@ -282,7 +369,7 @@ type Backend struct {
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_state_proto_msgTypes[2]
+	mi := &file_state_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -294,7 +381,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_state_proto_msgTypes[2]
+	mi := &file_state_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -307,7 +394,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_state_proto_rawDescGZIP(), []int{2}
+	return file_state_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Backend) GetPid() int32 {
@@ -416,7 +503,7 @@ type Budget struct {
 
 func (x *Budget) Reset() {
 	*x = Budget{}
-	mi := &file_state_proto_msgTypes[3]
+	mi := &file_state_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +515,7 @@ func (x *Budget) String() string {
 func (*Budget) ProtoMessage() {}
 
 func (x *Budget) ProtoReflect() protoreflect.Message {
-	mi := &file_state_proto_msgTypes[3]
+	mi := &file_state_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +528,7 @@ func (x *Budget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Budget.ProtoReflect.Descriptor instead.
 func (*Budget) Descriptor() ([]byte, []int) {
-	return file_state_proto_rawDescGZIP(), []int{3}
+	return file_state_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Budget) GetInstance() string {
@@ -505,7 +592,7 @@ type Counters struct {
 
 func (x *Counters) Reset() {
 	*x = Counters{}
-	mi := &file_state_proto_msgTypes[4]
+	mi := &file_state_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -517,7 +604,7 @@ func (x *Counters) String() string {
 func (*Counters) ProtoMessage() {}
 
 func (x *Counters) ProtoReflect() protoreflect.Message {
-	mi := &file_state_proto_msgTypes[4]
+	mi := &file_state_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -530,7 +617,7 @@ func (x *Counters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Counters.ProtoReflect.Descriptor instead.
 func (*Counters) Descriptor() ([]byte, []int) {
-	return file_state_proto_rawDescGZIP(), []int{4}
+	return file_state_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Counters) GetLastConnectionId() uint64 {
@@ -579,7 +666,7 @@ var File_state_proto protoreflect.FileDescriptor
 
 const file_state_proto_rawDesc = "" +
 	"\n" +
-	"\vstate.proto\x12\x13rpbroker.upgrade.v1\"\xa7\x04\n" +
+	"\vstate.proto\x12\x13rpbroker.upgrade.v1\"\xde\x04\n" +
 	"\x05State\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -597,7 +684,15 @@ const file_state_proto_rawDesc = "" +
 	" \x01(\v2\x1d.rpbroker.upgrade.v1.CountersR\bcounters\x12.\n" +
 	"\x13requested_unix_nano\x18\v \x01(\x03R\x11requestedUnixNano\x12\x16\n" +
 	"\x06binary\x18\f \x01(\tR\x06binary\x12\"\n" +
-	"\rnext_build_id\x18\r \x01(\tR\vnextBuildId\"\x93\x01\n" +
+	"\rnext_build_id\x18\r \x01(\tR\vnextBuildId\x125\n" +
+	"\x06hashes\x18\x0e \x03(\v2\x1d.rpbroker.upgrade.v1.FileHashR\x06hashes\"u\n" +
+	"\bFileHash\x12\x10\n" +
+	"\x03dev\x18\x01 \x01(\x04R\x03dev\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x1f\n" +
+	"\vmtime_nanos\x18\x04 \x01(\x03R\n" +
+	"mtimeNanos\x12\x10\n" +
+	"\x03sum\x18\x05 \x01(\fR\x03sum\"\x93\x01\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vsocket_path\x18\x02 \x01(\tR\n" +
@@ -654,28 +749,30 @@ func file_state_proto_rawDescGZIP() []byte {
 	return file_state_proto_rawDescData
 }
 
-var file_state_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_state_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_state_proto_goTypes = []any{
 	(*State)(nil),    // 0: rpbroker.upgrade.v1.State
-	(*Service)(nil),  // 1: rpbroker.upgrade.v1.Service
-	(*Backend)(nil),  // 2: rpbroker.upgrade.v1.Backend
-	(*Budget)(nil),   // 3: rpbroker.upgrade.v1.Budget
-	(*Counters)(nil), // 4: rpbroker.upgrade.v1.Counters
-	nil,              // 5: rpbroker.upgrade.v1.Counters.HellosByServiceEntry
-	nil,              // 6: rpbroker.upgrade.v1.Counters.RefusalsByServiceEntry
+	(*FileHash)(nil), // 1: rpbroker.upgrade.v1.FileHash
+	(*Service)(nil),  // 2: rpbroker.upgrade.v1.Service
+	(*Backend)(nil),  // 3: rpbroker.upgrade.v1.Backend
+	(*Budget)(nil),   // 4: rpbroker.upgrade.v1.Budget
+	(*Counters)(nil), // 5: rpbroker.upgrade.v1.Counters
+	nil,              // 6: rpbroker.upgrade.v1.Counters.HellosByServiceEntry
+	nil,              // 7: rpbroker.upgrade.v1.Counters.RefusalsByServiceEntry
 }
 var file_state_proto_depIdxs = []int32{
-	1, // 0: rpbroker.upgrade.v1.State.services:type_name -> rpbroker.upgrade.v1.Service
-	2, // 1: rpbroker.upgrade.v1.State.backends:type_name -> rpbroker.upgrade.v1.Backend
-	3, // 2: rpbroker.upgrade.v1.State.budgets:type_name -> rpbroker.upgrade.v1.Budget
-	4, // 3: rpbroker.upgrade.v1.State.counters:type_name -> rpbroker.upgrade.v1.Counters
-	5, // 4: rpbroker.upgrade.v1.Counters.hellos_by_service:type_name -> rpbroker.upgrade.v1.Counters.HellosByServiceEntry
-	6, // 5: rpbroker.upgrade.v1.Counters.refusals_by_service:type_name -> rpbroker.upgrade.v1.Counters.RefusalsByServiceEntry
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	2, // 0: rpbroker.upgrade.v1.State.services:type_name -> rpbroker.upgrade.v1.Service
+	3, // 1: rpbroker.upgrade.v1.State.backends:type_name -> rpbroker.upgrade.v1.Backend
+	4, // 2: rpbroker.upgrade.v1.State.budgets:type_name -> rpbroker.upgrade.v1.Budget
+	5, // 3: rpbroker.upgrade.v1.State.counters:type_name -> rpbroker.upgrade.v1.Counters
+	1, // 4: rpbroker.upgrade.v1.State.hashes:type_name -> rpbroker.upgrade.v1.FileHash
+	6, // 5: rpbroker.upgrade.v1.Counters.hellos_by_service:type_name -> rpbroker.upgrade.v1.Counters.HellosByServiceEntry
+	7, // 6: rpbroker.upgrade.v1.Counters.refusals_by_service:type_name -> rpbroker.upgrade.v1.Counters.RefusalsByServiceEntry
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_state_proto_init() }
@@ -689,7 +786,7 @@ func file_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_state_proto_rawDesc), len(file_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
