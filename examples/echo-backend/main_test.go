@@ -162,3 +162,28 @@ func listenerFile(t *testing.T, ep string) *os.File {
 	t.Cleanup(func() { f.Close() })
 	return f
 }
+
+// The default endpoint lives under the user's home, in a directory the program creates
+// with mode 0700: a per-user path, not a shared one in /tmp.
+func TestDefaultEndpointIsPerUser(t *testing.T) {
+	bin := build(t)
+	home := testutil.ShortDir(t)
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "HOME="+home)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	sock := filepath.Join(home, ".cache", "rpb-echo", "backend.sock")
+	testutil.WaitFor(t, "the default endpoint to be bound", func() bool {
+		fi, err := os.Stat(sock)
+		return err == nil && fi.Mode()&os.ModeSocket != 0
+	})
+	fi, err := os.Stat(filepath.Dir(sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := fi.Mode().Perm(); perm != 0o700 {
+		t.Fatalf("socket directory mode %o, want 700", perm)
+	}
+}
