@@ -105,6 +105,7 @@ type Loop struct {
 
 	open     atomic.Int64
 	refusers atomic.Int64
+	hold     hold // Hold and Release (an upgrade in place)
 	// logs rate-limits the lines a flood would repeat: accept errors, refusals.
 	logs *LogLimiter
 }
@@ -158,6 +159,7 @@ func (l *Loop) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { l.ln.Close() })
 	defer stop()
 	defer l.ln.Close()
+	defer l.stopped()
 
 	retry := backoff.New(backoff.Policy{Initial: 5 * time.Millisecond, Max: time.Second})
 	failed := 0 // accept errors in a row, reported once accepting works again
@@ -166,6 +168,10 @@ func (l *Loop) Run(ctx context.Context) error {
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
+			}
+			// Held (or a hold just released): the accept was woken by a deadline.
+			if l.parkIfHeld(ctx) || errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
 			}
 			failed++
 			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
