@@ -42,11 +42,15 @@ type Handler struct {
 	// Services lists every service of the broker, for STATUS; Backends and the instance
 	// are filled in here from the registry.
 	Services func() []ServiceStatus
-	Now      func() time.Time
+	// Image is the running image (generation, version, build id, last upgrade), for
+	// STATUS; Upgrade starts an upgrade in place (VerbUpgrade). See upgrade.go.
+	Image   func() Image
+	Upgrade func(ctx context.Context, binary string) (string, error)
+	Now     func() time.Time
 }
 
 // Serve implements serve.Admin.
-func (h *Handler) Serve(_ context.Context, req *wirepb.AdminRequest) *wirepb.AdminReply {
+func (h *Handler) Serve(ctx context.Context, req *wirepb.AdminRequest) *wirepb.AdminReply {
 	switch req.Verb {
 	case wirepb.AdminVerb_HEALTHZ:
 		return text("ok\n", 0)
@@ -81,6 +85,8 @@ func (h *Handler) Serve(_ context.Context, req *wirepb.AdminRequest) *wirepb.Adm
 		return &wirepb.AdminReply{Kind: wirepb.AdminReplyKind_OPENMETRICS, Body: body, ContentType: contentOpenMetrics}
 	case wirepb.AdminVerb_SHUTDOWN:
 		return text("broker shutting down\n", 0)
+	case VerbUpgrade:
+		return h.upgrade(ctx, req)
 	}
 	return text("unsupported admin verb\n", 2)
 }
@@ -127,6 +133,10 @@ func (h *Handler) status() StatusReply {
 	if h.Reload != nil {
 		r := h.Reload()
 		st.ConfigReload = &r
+	}
+	if h.Image != nil {
+		im := h.Image()
+		st.Generation, st.Version, st.BuildID, st.Upgrade = im.Generation, im.Version, im.BuildID, im.Upgrade
 	}
 	if h.Services != nil {
 		st.Services = h.Services()

@@ -112,7 +112,7 @@ func TestReplyKeys(t *testing.T) {
 		path string
 		want []string
 	}{
-		{wirepb.AdminVerb_STATUS, "", append([]string{"accepting_hello", "backends", "broker_instance", "broker_pid", "config_reload", "connections_open", "fd_pressure", "services", "uptime_seconds"}, envelope...)},
+		{wirepb.AdminVerb_STATUS, "", append([]string{"accepting_hello", "backends", "broker_instance", "broker_pid", "config_reload", "connections_open", "fd_pressure", "generation", "services", "uptime_seconds"}, envelope...)},
 		{wirepb.AdminVerb_STATUS, "fd_pressure", []string{"demoted"}},
 		{wirepb.AdminVerb_STATUS, "backends.0", []string{"backend_pipe", "instance", "last_active_unix_ms", "mode", "pid", "service_name", "service_version", "started_unix_ms", "state"}},
 		{wirepb.AdminVerb_STATUS, "config_reload", []string{"at_unix_ms", "attempts", "ok", "plan"}},

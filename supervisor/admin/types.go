@@ -15,6 +15,12 @@ type StatusReply struct {
 	FDPressure      FDPressure      `json:"fd_pressure"`
 	Backends        []BackendStatus `json:"backends"`
 	ConfigReload    *ReloadStatus   `json:"config_reload,omitempty"` // ours
+	// Generation, Version, BuildID and Upgrade describe the running image (ours):
+	// generation is 0 at first start and +1 per upgrade in place (upgrade.go).
+	Generation uint64         `json:"generation"`
+	Version    string         `json:"version,omitempty"`
+	BuildID    string         `json:"build_id,omitempty"`
+	Upgrade    *UpgradeStatus `json:"upgrade,omitempty"`
 	// Services is every service of the broker, whichever socket was asked (ours).
 	Services []ServiceStatus `json:"services,omitempty"`
 }
