@@ -26,6 +26,8 @@ func (s *Supervisor) adminFor(svc config.Service, socket string) *admin.Handler 
 		Budgets:  s.spawnBudgets,
 		Reload:   s.reloadStatus,
 		Services: s.serviceStatuses,
+		Image:    s.image,
+		Upgrade:  s.adminUpgrade,
 	}
 }
 

@@ -43,6 +43,8 @@ func (s *Supervisor) newLauncher() {
 		Events:   s.launchEvent,
 		OnSpawn:  s.metrics.spawnDone,
 		Environ:  childEnviron(),
+		Thread:   s.o.Thread,
+		Adopt:    s.adoption(),
 	})
 	ctx, cancel := context.WithCancel(s.ctx)
 	s.launch = &launchRun{m: m, ctx: ctx, cancel: cancel}

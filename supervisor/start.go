@@ -74,7 +74,8 @@ func (s *Supervisor) bindAll(cfg *config.Config) (map[string]*net.UnixListener, 
 func (s *Supervisor) listen(path, runtimeDir string) (*net.UnixListener, error) {
 	if ln := s.inherited[path]; ln != nil {
 		delete(s.inherited, path)
-		ln.SetUnlinkOnClose(false)
+		// One handed over by an upgrade in place that an earlier image bound is ours.
+		ln.SetUnlinkOnClose(!s.unowned[path])
 		return ln, nil
 	}
 	return bindSocket(path, runtimeDir)

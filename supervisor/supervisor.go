@@ -19,10 +19,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/rpbroker/broker/config"
+	"github.com/rpbroker/broker/internal/osthread"
 	"github.com/rpbroker/broker/internal/task"
 	"github.com/rpbroker/broker/supervisor/events"
 	"github.com/rpbroker/broker/supervisor/registry"
 	"github.com/rpbroker/broker/supervisor/serve"
+	"github.com/rpbroker/broker/supervisor/upgrade"
+	"github.com/rpbroker/broker/supervisor/upgrade/statepb"
 	"github.com/rpbroker/broker/wire/identity"
 )
 
@@ -42,6 +45,13 @@ type Options struct {
 	Inherited map[string]*net.UnixListener
 	// Version is the broker's version, logged with "broker started".
 	Version string
+	// Thread is the process's main thread (osthread.Main): launched backends are started
+	// from it and an upgrade in place execs from it. Nil: the launcher locks a thread of
+	// its own and upgrades are refused.
+	Thread *osthread.Thread
+	// Restore is the state an upgrade in place handed over (upgrade.Restore); its
+	// listeners come in Inherited. Nil at a first start.
+	Restore *statepb.State
 }
 
 // Supervisor owns the running broker. Create it with New, run it with Run.
@@ -73,7 +83,16 @@ type Supervisor struct {
 	notify  *notifier // sd_notify; off without NOTIFY_SOCKET
 
 	reloads  chan chan ReloadResult
+	upgrades chan upgradeReq
 	shutdown chan struct{}
+
+	// The image: generation is 0 at first start and +1 per upgrade in place.
+	generation  uint64
+	exe         string          // this binary's path, the default new binary of an upgrade
+	buildID     func() string   // the executable's hash, computed when first asked
+	unowned     map[string]bool // sockets handed over by socket activation: never unlinked
+	lastUpgrade atomic.Pointer[upgradeOutcome]
+
 	stopOnce sync.Once
 	started  atomic.Bool
 }
@@ -103,9 +122,27 @@ func New(o Options) (*Supervisor, error) {
 		hasher:   &identity.Hasher{},
 		runners:  make(map[string]*runner),
 		reloads:  make(chan chan ReloadResult),
+		upgrades: make(chan upgradeReq),
 		shutdown: make(chan struct{}),
+		unowned:  map[string]bool{},
 	}
 	s.pid = os.Getpid()
+	s.exe, _ = os.Executable()
+	// After an upgrade the pre-check has hashed this binary already: never on the switch's
+	// critical path.
+	s.buildID = sync.OnceValue(func() string {
+		if id := o.Restore.GetNextBuildId(); id != "" {
+			return id
+		}
+		id, err := upgrade.BuildID()
+		if err != nil {
+			s.log.Warn().Err(err).Msg("build id unknown")
+		}
+		return id
+	})
+	for path := range o.Inherited {
+		s.unowned[path] = true
+	}
 	s.inherited = maps.Clone(o.Inherited)
 	if s.inherited == nil {
 		s.inherited = map[string]*net.UnixListener{}
@@ -114,6 +151,15 @@ func New(o Options) (*Supervisor, error) {
 	s.metrics = newMetrics(s)
 	s.shared = serve.NewShared(serve.NewRateLimiter(cfg.Broker.HelloRateLimit, time.Second, nil), observer{s})
 	s.defs = &defsView{}
+	if st := o.Restore; st != nil {
+		s.generation = st.GetGeneration() + 1
+		for _, svc := range st.GetServices() {
+			if !svc.GetInherited() {
+				delete(s.unowned, svc.GetSocketPath()) // bound by an earlier image: ours
+			}
+		}
+		s.restoreCounters(st)
+	}
 	return s, nil
 }
 
@@ -151,6 +197,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	s.log.Info().Str("version", s.o.Version).Str("config", cfg.Path).Strs("sockets", startedSockets(cfg)).
 		Int("services", len(cfg.Services)).Msg("broker started")
+	if s.o.Restore != nil && s.launch.m == nil {
+		s.upgraded(0, nil) // no launcher to adopt backends: the switch ends here
+	}
 
 	s.notify = s.startNotifier()
 	defer s.notify.close()
@@ -179,6 +228,8 @@ func (s *Supervisor) eventLoop(ctx context.Context) error {
 			return s.stop("admin shutdown")
 		case reply := <-s.reloads:
 			reply <- s.reloadNotified()
+		case req := <-s.upgrades:
+			s.upgrade(req)
 		case <-s.notify.startupC():
 			s.startupStep()
 		case <-s.notify.recheckC():
