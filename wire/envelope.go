@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"unicode/utf8"
 
@@ -29,12 +28,9 @@ func ReadFrameCapped(r io.Reader, maxBody, keep uint32) ([]byte, *wirepb.Frame, 
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, nil, &FrameError{Kind: ErrHeaderEOF, Err: err}
 	}
-	if hdr[0] != FramingVersion {
-		return nil, nil, &FrameError{Kind: ErrFramingVersion, Err: fmt.Errorf("first byte 0x%02x", hdr[0])}
-	}
-	n := binary.LittleEndian.Uint32(hdr[1:])
-	if n > maxBody {
-		return nil, nil, &FrameError{Kind: ErrTooLarge, Declared: n, Cap: maxBody}
+	n, err := ParseHeader(hdr[:], maxBody)
+	if err != nil {
+		return nil, nil, err
 	}
 	if n <= keep {
 		body := make([]byte, n)

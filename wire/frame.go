@@ -90,12 +90,9 @@ func ReadFrameBody(r io.Reader, maxBody uint32) ([]byte, error) {
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, &FrameError{Kind: ErrHeaderEOF, Err: err}
 	}
-	if hdr[0] != FramingVersion {
-		return nil, &FrameError{Kind: ErrFramingVersion, Err: fmt.Errorf("first byte 0x%02x", hdr[0])}
-	}
-	n := binary.LittleEndian.Uint32(hdr[1:])
-	if n > maxBody {
-		return nil, &FrameError{Kind: ErrTooLarge, Declared: n, Cap: maxBody}
+	n, err := ParseHeader(hdr[:], maxBody)
+	if err != nil {
+		return nil, err
 	}
 	body := make([]byte, n)
 	if _, err := io.ReadFull(r, body); err != nil {

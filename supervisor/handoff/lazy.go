@@ -1,7 +1,6 @@
 package handoff
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -124,13 +123,12 @@ func (d *Dispatcher) tryAck(s *spare) (body []byte, again bool, err error) {
 			return nil, false, err
 		}
 	}
-	if buf[0] != wire.FramingVersion {
-		return nil, false, fmt.Errorf("ack: first byte 0x%02x", buf[0])
+	size, err := wire.ParseHeader(buf, wire.MaxHandoffBody)
+	if err != nil {
+		return nil, false, fmt.Errorf("ack: %w", err)
 	}
-	need := wire.HeaderLen + int(binary.LittleEndian.Uint32(buf[1:]))
+	need := wire.HeaderLen + int(size)
 	switch {
-	case need > wire.MaxHandoffBody:
-		return nil, false, fmt.Errorf("ack of %d bytes", need)
 	case n > need:
 		return nil, false, fmt.Errorf("%d bytes after the ack", n-need)
 	case n < need:
