@@ -52,6 +52,7 @@ func commands() []command {
 		{name: "run", summary: "run the supervisor in the foreground (default when -c is given)", run: runRun},
 		{name: "check", summary: "validate the config and its servicedefs, print the resolved plan", run: runCheck},
 		{name: "reload", summary: "ask the running broker to reload its config and print the plan it applied", run: runReload},
+		{name: "upgrade", summary: "replace the running broker's binary in place: same pid, sockets and backends", run: runUpgrade},
 		{name: "admin", summary: "send one admin verb to a control socket", maxArgs: 1, run: runAdmin,
 			words: func() []string { return strings.Split(adminVerbs, ", ") }},
 		{name: "hello", summary: "send one Hello and print Negotiated or the refusal", maxArgs: 2, run: runHello},

@@ -7,6 +7,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rpbroker/broker/supervisor/handoff/handofftest"
+	"github.com/rpbroker/broker/wire"
 )
 
 // The test binary doubles as the real broker (this env var) and as an echo backend
@@ -14,6 +15,9 @@ import (
 const envRunBroker = "BROKER_TEST_RUN_MAIN"
 
 func TestMain(m *testing.M) {
+	if os.Getenv(wire.EnvServiceName) != "" {
+		os.Exit(runLaunchedEcho()) // a backend the broker under test launched
+	}
 	if os.Getenv(envRunBroker) == "1" {
 		main()
 	}

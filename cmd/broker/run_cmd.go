@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -13,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/rpbroker/broker/config"
+	"github.com/rpbroker/broker/internal/osthread"
 	"github.com/rpbroker/broker/supervisor"
 )
 
@@ -21,6 +25,9 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	usr2 := make(chan os.Signal, 1) // upgrade in place
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
 	defer ignoreSIGPIPE()()
 
 	fs := newFlagSet("run", "-c FILE [--log-level LEVEL]", stderr)
@@ -51,6 +58,10 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	load := func() (*config.Config, error) { return loadConfig(*cfgPath) }
 	cfg, err := load()
+	if err != nil && upgrading() {
+		fmt.Fprintln(stderr, upgradeExitReason(err)) // the event log is named by the file that failed
+		return exitFailure
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "broker: %v\n", err)
 		return exitFailure
@@ -60,7 +71,23 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if os.Geteuid() == 0 {
 		log.Warn().Msg("running as root: launched backends run as root too; peers must also be root to connect")
 	}
-	sup, err := supervisor.New(supervisor.Options{Load: load, Log: log, Inherited: inheritedListeners(cfg, log), Version: currentVersion().Version,
+	// After an upgrade in place: the state and listeners the previous image handed over.
+	restored, kept, err := restoreUpgrade(log)
+	upgradeFailed := func(err error) int {
+		fmt.Fprintln(stderr, upgradeExitReason(err))
+		supervisor.RecordUpgradeFailure(cfg, err)
+		return exitFailure
+	}
+	if err != nil {
+		return upgradeFailed(err)
+	}
+	inherited := inheritedListeners(cfg, log)
+	if inherited == nil {
+		inherited = map[string]*net.UnixListener{}
+	}
+	maps.Copy(inherited, kept)
+	sup, err := supervisor.New(supervisor.Options{Load: load, Log: log, Inherited: inherited, Version: currentVersion().Version,
+		Thread: osthread.FromContext(ctx), Restore: restored,
 		OnBrokerChange: func(old, new config.Broker) {
 			if old.LogFormat == new.LogFormat && levelOf(old) == levelOf(new) {
 				return
@@ -68,6 +95,9 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			format, level := live.set(new.LogFormat, levelOf(new))
 			log.Info().Str("event", "config_reload").Str("log_format", format).Str("log_level", level.String()).Msg("logger swapped")
 		}})
+	if err != nil && restored != nil {
+		return upgradeFailed(err)
+	}
 	if err != nil {
 		log.Error().Err(err).Msg("start")
 		return exitFailure
@@ -81,7 +111,18 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			rctx, cancel := context.WithTimeout(ctx, time.Minute)
 			sup.Reload(rctx)
 			cancel()
+		case <-usr2:
+			log.Info().Str("event", "sigusr2").Msg("upgrading in place")
+			uctx, cancel := context.WithTimeout(ctx, time.Minute)
+			sup.Upgrade(uctx, "") // a refusal is logged and recorded by the supervisor
+			cancel()
 		case err := <-done:
+			if err != nil && restored != nil {
+				var se *supervisor.StartError
+				if errors.As(err, &se) {
+					return upgradeFailed(err)
+				}
+			}
 			if err != nil {
 				log.Error().Err(err).Msg("broker stopped with an error")
 				return exitFailure
