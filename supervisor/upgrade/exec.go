@@ -122,7 +122,11 @@ func (h *Handover) Exec(binary string, args, env []string, state *os.File) error
 		}
 	}
 	if err == nil {
-		err = fmt.Errorf("execve %s: %w", binary, syscall.Exec(binary, args, env))
+		var restore func()
+		if restore, err = ignoreForExec(); err == nil {
+			err = fmt.Errorf("execve %s: %w", binary, syscall.Exec(binary, args, env))
+			restore()
+		}
 	}
 	for _, fd := range all {
 		unix.CloseOnExec(fd)

@@ -124,6 +124,11 @@ func afterExec(st *statepb.State) error {
 	if st.GetPid() != int32(os.Getpid()) {
 		return fmt.Errorf("pid %d after the exec, %d before", os.Getpid(), st.GetPid())
 	}
+	// A SIGHUP (a reload) landing before the new image asks for it is ignored, not fatal:
+	// the ignored disposition came across the exec.
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		return err
+	}
 	svc := st.GetServices()[0]
 	ln, err := Listener(svc.GetListenerFd(), svc.GetSocketPath(), svc.GetInode())
 	if err != nil {
@@ -236,5 +241,49 @@ func TestExecKeepsListenerAndChildren(t *testing.T) {
 				t.Fatalf("keeper failed: %s", stderr.String())
 			}
 		})
+	}
+}
+
+// A failed exec leaves the process as it was: os/signal still delivers SIGHUP and SIGUSR2
+// (their handlers were put back), and the kept descriptors are close-on-exec again.
+func TestFailedExecRestores(t *testing.T) {
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGHUP, syscall.SIGUSR2)
+	defer signal.Stop(ch)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	var h Handover
+	fd, err := h.KeepConn(r, "pipe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	mfd, err := WriteMemfd([]byte("state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mfd.Close()
+	if err := h.Exec("/nonexistent/broker", []string{"broker"}, nil, mfd); err == nil || !strings.Contains(err.Error(), "execve /nonexistent/broker") {
+		t.Fatalf("Exec of a missing binary: %v", err)
+	}
+	if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil || flags&unix.FD_CLOEXEC == 0 {
+		t.Fatalf("kept fd %d after a failed exec: flags %#x, %v; want close-on-exec", fd, flags, err)
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGUSR2} {
+		if err := syscall.Kill(os.Getpid(), sig); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-ch:
+			if got != sig {
+				t.Fatalf("got %v, want %v", got, sig)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%v not delivered after a failed exec", sig)
+		}
 	}
 }
