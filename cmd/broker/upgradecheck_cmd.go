@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 
 	"github.com/rpbroker/broker/supervisor/upgrade"
 )
@@ -44,7 +43,7 @@ func runUpgradeCheck(_ context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "broker upgrade-check: "+format+"\n", a...)
 		return exitFailure
 	}
-	fmt.Fprintf(stdout, "version %s\n", upgradeBinaryVersion())
+	fmt.Fprintf(stdout, "version %s\n", currentVersion().Version)
 	id, err := upgrade.BuildID()
 	if err != nil {
 		return fail("%v", err)
@@ -75,16 +74,4 @@ func runUpgradeCheck(_ context.Context, args []string, stdout, stderr io.Writer)
 	}
 	fmt.Fprintf(stdout, "config %s ok (%d services)\n", cfg.Path, len(cfg.Services))
 	return exitOK
-}
-
-// upgradeBinaryVersion is the version `broker version` prints: the -X main.version
-// value, else the module's, else "devel".
-func upgradeBinaryVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "devel"
 }
