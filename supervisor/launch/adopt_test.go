@@ -192,24 +192,7 @@ func TestAdoptAfterExec(t *testing.T) {
 	dir := testutil.ShortDir(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0", envRole+"=upgrader", envBrokerDir+"="+dir, envBrokerBin+"="+testBinDir)
-	var stderr testutil.SyncBuffer
-	cmd.Stderr = &stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	}()
-	out := bufio.NewReader(stdout)
+	stdin, out, stderr := testutil.StartPiped(t, cmd)
 	next := func(format string, a ...any) {
 		t.Helper()
 		line, err := out.ReadString('\n')

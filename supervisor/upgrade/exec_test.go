@@ -190,26 +190,10 @@ func TestExecKeepsListenerAndChildren(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
 			cmd.Env = append(os.Environ(), envRole+"=keeper", envSock+"="+sock, envStartOn+"="+tc.startOn,
 				envExecOn+"="+tc.execOn, "GORACE=atexit_sleep_ms=0")
-			var stderr testutil.SyncBuffer
-			cmd.Stderr = &stderr
-			stdin, err := cmd.StdinPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			stdout, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer func() {
-				cmd.Process.Kill()
-				cmd.Wait()
-			}()
+			stdin, stdout, stderr := testutil.StartPiped(t, cmd)
 			var pid, sleeperPID int
 			var ino uint64
-			line, err := bufio.NewReader(stdout).ReadString('\n')
+			line, err := stdout.ReadString('\n')
 			if _, serr := fmt.Sscanf(line, "%d %d %d", &pid, &ino, &sleeperPID); err != nil || serr != nil {
 				t.Fatalf("keeper printed %q (%v)\n%s", line, err, stderr.String())
 			}
