@@ -27,28 +27,26 @@ func (s *Supervisor) bindNew(plan config.Plan) (map[string]*net.UnixListener, er
 		}
 	}
 	bound := make(map[string]*net.UnixListener, len(want))
-	socketOf := make(map[string]string, len(want))
 	for _, svc := range want {
 		if retiring[svc.Socket] {
 			continue
 		}
 		ln, err := s.listen(svc.Socket, s.cfg.Broker.RuntimeDir)
 		if err != nil {
-			for name, l := range bound {
-				s.unbind(socketOf[name], l)
+			for _, l := range bound {
+				s.unbind(l)
 			}
 			return nil, fmt.Errorf("service %q: cannot bind its new control socket: %w", svc.Name, err)
 		}
 		bound[svc.Name] = ln
-		socketOf[svc.Name] = svc.Socket
 	}
 	return bound, nil
 }
 
 // unbind gives back a listener a failed reload bound: a handed-over one returns to the
 // inherited set (still listening, for a later reload), one we bound is closed.
-func (s *Supervisor) unbind(path string, ln *net.UnixListener) {
-	if s.o.Inherited[path] == ln {
+func (s *Supervisor) unbind(ln *net.UnixListener) {
+	if path := ln.Addr().String(); s.o.Inherited[path] == ln {
 		s.inherited[path] = ln
 		return
 	}
